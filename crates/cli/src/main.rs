@@ -1,0 +1,3 @@
+//! `gzship`: run a job locally, plan, verify, demo.
+
+fn main() {}

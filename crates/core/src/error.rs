@@ -1,0 +1,282 @@
+//! The library's one error type. Variants name the operation that failed and carry its
+//! identifiers; the cause stays attached as `#[source]`.
+
+use crate::types::{ByteRange, PartNumber};
+
+/// A boxed cause from an adapter (SSH, SFTP, S3, Lambda, I/O).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with gzship's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in gzship.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A value given by the user or on the wire is malformed.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was being validated ("part number", "task", ...).
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A `sftp://` or `s3://` URL does not parse.
+    #[error("invalid url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Which part is wrong.
+        reason: String,
+    },
+
+    /// The planner refuses a job it cannot run within S3's or the invoker's limits.
+    #[error("cannot plan a job for {size} bytes: {reason}")]
+    Plan {
+        /// Source size in bytes.
+        size: u64,
+        /// What limit would be broken and what to change.
+        reason: String,
+    },
+
+    /// A path or destination is outside what the configuration allows.
+    #[error("{what} {value:?} is not allowed: {reason}")]
+    NotAllowed {
+        /// "source path" or "destination".
+        what: &'static str,
+        /// The refused value.
+        value: String,
+        /// The configured allow-list, in words.
+        reason: String,
+    },
+
+    /// TCP connect or SSH handshake to the source server failed.
+    #[error("connect to ssh server {addr}")]
+    SshConnect {
+        /// `host:port`.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The server's host key is not the one expected.
+    #[error(
+        "host key of {addr} is not trusted: the server presented {presented}; {expected}"
+    )]
+    HostKey {
+        /// `host:port`.
+        addr: String,
+        /// The fingerprint the server presented (`SHA256:...`).
+        presented: String,
+        /// What was expected, in words.
+        expected: String,
+    },
+
+    /// The server refused every credential offered.
+    #[error("authenticate as {user:?} to {addr} with {method}: the server refused it")]
+    SshAuth {
+        /// `host:port`.
+        addr: String,
+        /// Login name.
+        user: String,
+        /// "private key" or "password".
+        method: &'static str,
+    },
+
+    /// Stat of the source file failed.
+    #[error("stat {path}")]
+    SftpStat {
+        /// Remote path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Reading a range of the source failed.
+    #[error("read {range} of {path}")]
+    SftpRead {
+        /// Remote path.
+        path: String,
+        /// The range being read.
+        range: ByteRange,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The source is not a regular file.
+    #[error("{path} is not a regular file")]
+    NotAFile {
+        /// Remote path.
+        path: String,
+    },
+
+    /// The source changed (size or mtime) since the job was planned, or is shorter than a range.
+    #[error("{path} changed while it was being shipped: {detail}")]
+    SourceChanged {
+        /// Remote path.
+        path: String,
+        /// What differs, with both values.
+        detail: String,
+    },
+
+    /// An S3 operation failed.
+    #[error("{op} s3://{bucket}/{key}")]
+    S3 {
+        /// The operation in words ("create multipart upload of", "upload part 7 of", ...).
+        op: String,
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// Whether retrying the same request can help.
+        retryable: bool,
+        /// The SDK error, with its code.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A task produced more parts than its window holds (a planner bug, or a lying bound).
+    #[error("task needs part {needed} but its window ends at part {last}")]
+    PartWindowExceeded {
+        /// The part number that would be used.
+        needed: u32,
+        /// The window's last part.
+        last: PartNumber,
+    },
+
+    /// Compression failed.
+    #[error("compress block at offset {offset}")]
+    Compress {
+        /// Source offset of the block.
+        offset: u64,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A task failed (the master's view of a worker error).
+    #[error("task {index} ({range})")]
+    Task {
+        /// Task index in the plan.
+        index: u32,
+        /// The task's range.
+        range: ByteRange,
+        /// The worker's error.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A task's report does not match its task or the plan.
+    #[error("report of task {index} is inconsistent: {reason}")]
+    BadReport {
+        /// Task index.
+        index: u32,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Invoking a worker failed before it could report.
+    #[error("invoke worker for task {index}")]
+    Invoke {
+        /// Task index.
+        index: u32,
+        /// Whether another attempt can help.
+        retryable: bool,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A remote worker reported an error (as a type and message, over the wire).
+    #[error("worker failed with {error_type}: {message}")]
+    Remote {
+        /// Stable error type (see [`Error::error_type`]).
+        error_type: String,
+        /// The worker's message.
+        message: String,
+        /// Whether the worker said a retry can help.
+        retryable: bool,
+    },
+
+    /// Local I/O (the local store, key files, ...).
+    #[error("{op} {path}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The file involved.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The job was cancelled (a sibling failed, or the caller gave up).
+    #[error("cancelled: {reason}")]
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(what: &'static str, reason: impl Into<String>) -> Error {
+        Error::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether repeating the failed operation (or task) can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::SshConnect { .. } | Error::SftpRead { .. } | Error::SftpStat { .. } => true,
+            Error::S3 { retryable, .. }
+            | Error::Invoke { retryable, .. }
+            | Error::Remote { retryable, .. } => *retryable,
+            Error::Task { source, .. } => source.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// A stable name for the error's kind, used as the Lambda `error_type` and in JSON reports.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } | Error::InvalidUrl { .. } => "InvalidInput",
+            Error::Plan { .. } => "PlanRejected",
+            Error::NotAllowed { .. } => "NotAllowed",
+            Error::SshConnect { .. } => "SshConnect",
+            Error::HostKey { .. } => "HostKeyRejected",
+            Error::SshAuth { .. } => "SshAuth",
+            Error::SftpStat { .. } => "SftpStat",
+            Error::SftpRead { .. } => "SftpRead",
+            Error::NotAFile { .. } => "NotAFile",
+            Error::SourceChanged { .. } => "SourceChanged",
+            Error::S3 { .. } => "S3",
+            Error::PartWindowExceeded { .. } => "PartWindowExceeded",
+            Error::Compress { .. } => "Compress",
+            Error::Task { source, .. } => source.error_type(),
+            Error::BadReport { .. } => "BadReport",
+            Error::Invoke { .. } => "Invoke",
+            Error::Remote { .. } => "Remote",
+            Error::Io { .. } => "Io",
+            Error::Cancelled { .. } => "Cancelled",
+        }
+    }
+}
+
+/// Formats an error with its whole chain of causes: `a: b: c`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}

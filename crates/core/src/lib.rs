@@ -1,0 +1,28 @@
+//! gzship's engine: ship one huge file from an SFTP server into S3 as a multi-member gzip
+//! object, in parallel.
+//!
+//! Module map (words as in the glossary of `DESIGN.md`):
+//! - [`types`]: domain values: [`ByteRange`], [`PartNumber`], [`PartWindow`], [`UploadId`],
+//!   [`ETag`], [`SourceUrl`], [`ObjectUrl`].
+//! - [`plan`]: the planner: file size and tuning in, tasks (ranges, part windows) and part size
+//!   out, holding S3's rules for any data.
+//! - [`gzip`]: framing: one block of input becomes one complete gzip member; padding members.
+//! - [`assemble`]: the part assembler: a task's ordered members in, legal parts out.
+//! - [`wire`]: the JSON messages: job request, task, task report, job report.
+//! - [`source`]: the [`Source`](source::Source) trait and its SFTP adapter.
+//! - [`store`]: the [`MultipartStore`](store::MultipartStore) trait, S3 and local adapters.
+//! - [`config`]: typed configuration and [`Secret`](config::Secret).
+//! - [`error`]: the one [`Error`] type.
+
+pub mod assemble;
+pub mod config;
+pub mod error;
+pub mod gzip;
+pub mod plan;
+pub mod source;
+pub mod store;
+pub mod types;
+pub mod wire;
+
+pub use error::{Error, Result};
+pub use types::{ByteRange, ETag, ObjectUrl, PartNumber, PartWindow, SourceUrl, UploadId};

@@ -1,0 +1,1 @@
+//! SFTP adapter of [`Source`](super::Source): russh + russh-sftp. (being written)

@@ -1,0 +1,1 @@
+//! A local directory that behaves like an S3 bucket with multipart uploads. (being written)

@@ -1,0 +1,1 @@
+//! S3 adapter of [`MultipartStore`](super::MultipartStore) on aws-sdk-s3. (being written)

@@ -1,0 +1,664 @@
+//! Domain values: byte ranges, part numbers, upload ids, ETags and the two kinds of location
+//! (`sftp://` sources and `s3://` destinations).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// 1 KiB.
+pub const KIB: u64 = 1024;
+/// 1 MiB.
+pub const MIB: u64 = 1024 * KIB;
+/// 1 GiB.
+pub const GIB: u64 = 1024 * MIB;
+/// 1 TiB.
+pub const TIB: u64 = 1024 * GIB;
+
+/// S3's smallest legal size for every part but an upload's last (`EntityTooSmall` otherwise).
+pub const MIN_PART_SIZE: u64 = 5 * MIB;
+/// S3's largest legal part.
+pub const MAX_PART_SIZE: u64 = 5 * GIB;
+/// S3's highest part number.
+pub const MAX_PARTS: u32 = 10_000;
+
+/// A half-open byte range `[start, end)` of the source file.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "RawRange", into = "RawRange")]
+pub struct ByteRange {
+    start: u64,
+    end: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRange {
+    start: u64,
+    end: u64,
+}
+
+impl TryFrom<RawRange> for ByteRange {
+    type Error = Error;
+    fn try_from(raw: RawRange) -> Result<Self> {
+        ByteRange::new(raw.start, raw.end)
+    }
+}
+
+impl From<ByteRange> for RawRange {
+    fn from(r: ByteRange) -> Self {
+        RawRange {
+            start: r.start,
+            end: r.end,
+        }
+    }
+}
+
+impl ByteRange {
+    /// `[start, end)`; fails when `end < start`.
+    pub fn new(start: u64, end: u64) -> Result<Self> {
+        if end < start {
+            return Err(Error::invalid(
+                "byte range",
+                format!("end {end} is before start {start}"),
+            ));
+        }
+        Ok(ByteRange { start, end })
+    }
+
+    /// `[start, start + len)`; fails on overflow.
+    pub fn with_len(start: u64, len: u64) -> Result<Self> {
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| Error::invalid("byte range", format!("{start} + {len} overflows")))?;
+        Ok(ByteRange { start, end })
+    }
+
+    /// First byte of the range.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// One past the last byte of the range.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Number of bytes in the range.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    /// Whether the range holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The rest of the range from `offset` on (clamped to the range).
+    pub fn from_offset(&self, offset: u64) -> ByteRange {
+        let start = offset.clamp(self.start, self.end);
+        ByteRange {
+            start,
+            end: self.end,
+        }
+    }
+}
+
+impl fmt::Debug for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {})", self.start, self.end)
+    }
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}, {})", self.start, self.end)
+    }
+}
+
+/// An S3 part number, 1..=10,000.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct PartNumber(u32);
+
+impl PartNumber {
+    /// The first part number.
+    pub const FIRST: PartNumber = PartNumber(1);
+
+    /// Validates `n` against S3's 1..=10,000.
+    pub fn new(n: u32) -> Result<Self> {
+        if (1..=MAX_PARTS).contains(&n) {
+            Ok(PartNumber(n))
+        } else {
+            Err(Error::invalid(
+                "part number",
+                format!("{n} is outside S3's 1..={MAX_PARTS}"),
+            ))
+        }
+    }
+
+    /// The number as S3 wants it.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The next part number, if there is one.
+    pub fn next(self) -> Option<PartNumber> {
+        PartNumber::new(self.0 + 1).ok()
+    }
+}
+
+impl TryFrom<u32> for PartNumber {
+    type Error = Error;
+    fn try_from(n: u32) -> Result<Self> {
+        PartNumber::new(n)
+    }
+}
+
+impl From<PartNumber> for u32 {
+    fn from(p: PartNumber) -> u32 {
+        p.0
+    }
+}
+
+impl fmt::Debug for PartNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Display for PartNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The part numbers a task may use: `[first, first + count)`.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawWindow", into = "RawWindow")]
+pub struct PartWindow {
+    first: PartNumber,
+    count: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    first: u32,
+    count: u32,
+}
+
+impl TryFrom<RawWindow> for PartWindow {
+    type Error = Error;
+    fn try_from(raw: RawWindow) -> Result<Self> {
+        PartWindow::new(PartNumber::new(raw.first)?, raw.count)
+    }
+}
+
+impl From<PartWindow> for RawWindow {
+    fn from(w: PartWindow) -> Self {
+        RawWindow {
+            first: w.first.get(),
+            count: w.count,
+        }
+    }
+}
+
+impl PartWindow {
+    /// A window of `count >= 1` parts starting at `first`, ending at or before part 10,000.
+    pub fn new(first: PartNumber, count: u32) -> Result<Self> {
+        if count == 0 || first.get() as u64 + count as u64 - 1 > MAX_PARTS as u64 {
+            return Err(Error::invalid(
+                "part window",
+                format!("{count} parts from part {first} do not fit in 1..={MAX_PARTS}"),
+            ));
+        }
+        Ok(PartWindow { first, count })
+    }
+
+    /// First part number of the window.
+    pub fn first(&self) -> PartNumber {
+        self.first
+    }
+
+    /// Number of part numbers in the window.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Last part number of the window (inclusive).
+    pub fn last(&self) -> PartNumber {
+        PartNumber(self.first.0 + self.count - 1)
+    }
+
+    /// The `i`-th part number of the window (0-based), if inside it.
+    pub fn nth(&self, i: u32) -> Option<PartNumber> {
+        (i < self.count).then(|| PartNumber(self.first.0 + i))
+    }
+
+    /// Whether `p` lies inside the window.
+    pub fn contains(&self, p: PartNumber) -> bool {
+        p >= self.first && p <= self.last()
+    }
+}
+
+impl fmt::Debug for PartWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "parts {}..={}", self.first, self.last())
+    }
+}
+
+impl fmt::Display for PartWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", self.first, self.last())
+    }
+}
+
+macro_rules! string_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Wraps a non-empty value.
+            pub fn new(s: impl Into<String>) -> Result<Self> {
+                let s = s.into();
+                if s.is_empty() {
+                    return Err(Error::invalid($what, "it is empty"));
+                }
+                Ok($name(s))
+            }
+
+            /// The value as sent on the wire.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                $name::new(s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// The id S3 gives a multipart upload.
+    UploadId,
+    "upload id"
+);
+string_newtype!(
+    /// The ETag S3 returns for an uploaded part (quotes included, as S3 sends it).
+    ETag,
+    "etag"
+);
+
+/// Where the source file lives: `sftp://[user@]host[:port]/path`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SourceUrl {
+    /// Login name; `None` means "the configured default user".
+    pub user: Option<String>,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port, 22 unless given.
+    pub port: u16,
+    /// Absolute path of the file on the server.
+    pub path: String,
+}
+
+impl SourceUrl {
+    /// The default SSH port.
+    pub const DEFAULT_PORT: u16 = 22;
+
+    /// `host:port` as a connect address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for SourceUrl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidUrl {
+            url: s.to_owned(),
+            reason,
+        };
+        let rest = s.strip_prefix("sftp://").ok_or_else(|| {
+            bad("a source must start with sftp:// (sftp://[user@]host[:port]/path)".into())
+        })?;
+        let slash = rest
+            .find('/')
+            .ok_or_else(|| bad("the path is missing (sftp://[user@]host[:port]/path)".into()))?;
+        let (authority, path) = rest.split_at(slash);
+        let (user, hostport) = match authority.rsplit_once('@') {
+            Some((u, hp)) => {
+                if u.is_empty() {
+                    return Err(bad("the user before '@' is empty".into()));
+                }
+                (Some(percent_decode(u).map_err(bad)?), hp)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = split_host_port(hostport).map_err(bad)?;
+        let path = percent_decode(path).map_err(bad)?;
+        if path == "/" || path.ends_with('/') {
+            return Err(bad(format!("the path {path:?} names a directory, not a file")));
+        }
+        Ok(SourceUrl {
+            user,
+            host,
+            port: port.unwrap_or(Self::DEFAULT_PORT),
+            path,
+        })
+    }
+}
+
+impl TryFrom<String> for SourceUrl {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<SourceUrl> for String {
+    fn from(u: SourceUrl) -> String {
+        u.to_string()
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sftp://")?;
+        if let Some(user) = &self.user {
+            write!(f, "{}@", percent_encode(user))?;
+        }
+        write!(f, "{}{}", self.authority(), percent_encode_path(&self.path))
+    }
+}
+
+impl fmt::Debug for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// Where the object goes: `s3://bucket/key`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ObjectUrl {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key (no leading slash).
+    pub key: String,
+}
+
+impl FromStr for ObjectUrl {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: String| Error::InvalidUrl {
+            url: s.to_owned(),
+            reason,
+        };
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("a destination must start with s3:// (s3://bucket/key)".into()))?;
+        let (bucket, key) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("the key is missing (s3://bucket/key)".into()))?;
+        validate_bucket(bucket).map_err(bad)?;
+        if key.is_empty() || key.ends_with('/') {
+            return Err(bad(format!(
+                "the key {key:?} is empty or ends with '/': name the object"
+            )));
+        }
+        if key.len() > 1024 {
+            return Err(bad(format!(
+                "the key is {} bytes long; S3 allows 1024",
+                key.len()
+            )));
+        }
+        Ok(ObjectUrl {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+fn validate_bucket(bucket: &str) -> std::result::Result<(), String> {
+    let ok_chars = bucket
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ok_ends = bucket
+        .bytes()
+        .next()
+        .zip(bucket.bytes().last())
+        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
+    if !(3..=63).contains(&bucket.len()) || !ok_chars || !ok_ends {
+        return Err(format!(
+            "the bucket {bucket:?} is not a valid S3 bucket name \
+             (3-63 characters: lowercase letters, digits, '.' and '-')"
+        ));
+    }
+    Ok(())
+}
+
+impl TryFrom<String> for ObjectUrl {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<ObjectUrl> for String {
+    fn from(u: ObjectUrl) -> String {
+        u.to_string()
+    }
+}
+
+impl fmt::Display for ObjectUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+impl fmt::Debug for ObjectUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+fn split_host_port(hostport: &str) -> std::result::Result<(String, Option<u16>), String> {
+    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "an IPv6 host lacks its closing ']'".to_owned())?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected {p:?} after the IPv6 host"))?,
+            ),
+        };
+        (host, port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("the port {p:?} is not a number in 1..=65535"))
+        })
+        .transpose()?;
+    Ok((host.to_owned(), port))
+}
+
+fn percent_decode(s: &str) -> std::result::Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent escape at byte {i} of {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{s:?} does not decode to UTF-8"))
+}
+
+fn percent_encode_with(s: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    percent_encode_with(s, |_| false)
+}
+
+fn percent_encode_path(s: &str) -> String {
+    percent_encode_with(s, |b| b"/+,=:".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_range_is_half_open() {
+        let r = ByteRange::new(3, 10).unwrap();
+        assert_eq!(r.len(), 7);
+        assert!(!r.is_empty());
+        assert!(ByteRange::new(5, 5).unwrap().is_empty());
+        assert!(ByteRange::new(6, 5).is_err());
+        assert!(ByteRange::with_len(u64::MAX, 1).is_err());
+        assert_eq!(r.from_offset(7), ByteRange::new(7, 10).unwrap());
+        assert_eq!(r.from_offset(0), r);
+        assert_eq!(r.from_offset(99), ByteRange::new(10, 10).unwrap());
+    }
+
+    #[test]
+    fn byte_range_json_rejects_reversed_and_unknown_fields() {
+        let r: ByteRange = serde_json::from_str(r#"{"start":1,"end":2}"#).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(serde_json::from_str::<ByteRange>(r#"{"start":2,"end":1}"#).is_err());
+        assert!(serde_json::from_str::<ByteRange>(r#"{"start":1,"end":2,"x":0}"#).is_err());
+    }
+
+    #[test]
+    fn part_numbers_are_bounded() {
+        assert!(PartNumber::new(0).is_err());
+        assert!(PartNumber::new(10_001).is_err());
+        assert_eq!(PartNumber::new(10_000).unwrap().next(), None);
+        assert_eq!(PartNumber::FIRST.next().unwrap().get(), 2);
+        assert!(serde_json::from_str::<PartNumber>("0").is_err());
+    }
+
+    #[test]
+    fn part_windows_fit_inside_s3_numbers() {
+        let w = PartWindow::new(PartNumber::new(9_999).unwrap(), 2).unwrap();
+        assert_eq!(w.last().get(), 10_000);
+        assert!(PartWindow::new(PartNumber::new(9_999).unwrap(), 3).is_err());
+        assert!(PartWindow::new(PartNumber::FIRST, 0).is_err());
+        assert_eq!(w.nth(1).unwrap().get(), 10_000);
+        assert_eq!(w.nth(2), None);
+        assert!(w.contains(PartNumber::new(10_000).unwrap()));
+        assert!(!w.contains(PartNumber::new(9_998).unwrap()));
+    }
+
+    #[test]
+    fn parses_sftp_urls() {
+        let u: SourceUrl = "sftp://alice@example.com:2222/var/log/app.log".parse().unwrap();
+        assert_eq!(u.user.as_deref(), Some("alice"));
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.port, 2222);
+        assert_eq!(u.path, "/var/log/app.log");
+        assert_eq!(u.to_string(), "sftp://alice@example.com:2222/var/log/app.log");
+
+        let u: SourceUrl = "sftp://[::1]/data/a%20b.gz".parse().unwrap();
+        assert_eq!(u.user, None);
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.port, 22);
+        assert_eq!(u.path, "/data/a b.gz");
+        assert_eq!(u.authority(), "[::1]:22");
+        assert_eq!(u.to_string().parse::<SourceUrl>().unwrap(), u);
+    }
+
+    #[test]
+    fn sftp_url_errors_name_the_bad_part() {
+        let err = |s: &str| s.parse::<SourceUrl>().unwrap_err().to_string();
+        assert!(err("ssh://h/x").contains("sftp://"));
+        assert!(err("sftp://host").contains("path is missing"));
+        assert!(err("sftp://host:99999/x").contains("port"));
+        assert!(err("sftp://host:0/x").contains("port"));
+        assert!(err("sftp://@host/x").contains("user"));
+        assert!(err("sftp://:22/x").contains("host is empty"));
+        assert!(err("sftp://h/dir/").contains("directory"));
+        assert!(err("sftp://h/%zz").contains("percent"));
+    }
+
+    #[test]
+    fn parses_s3_urls() {
+        let u: ObjectUrl = "s3://my-bucket/logs/2026/app.log.gz".parse().unwrap();
+        assert_eq!(u.bucket, "my-bucket");
+        assert_eq!(u.key, "logs/2026/app.log.gz");
+        assert_eq!(u.to_string(), "s3://my-bucket/logs/2026/app.log.gz");
+        let err = |s: &str| s.parse::<ObjectUrl>().unwrap_err().to_string();
+        assert!(err("https://b/k").contains("s3://"));
+        assert!(err("s3://bucket").contains("key is missing"));
+        assert!(err("s3://bucket/").contains("key"));
+        assert!(err("s3://Bad_Bucket/k").contains("bucket"));
+        assert!(err("s3://ab/k").contains("bucket"));
+    }
+}

@@ -1,0 +1,1 @@
+//! gzship's Lambda handlers (master and worker). Not written yet: see issue 6.
