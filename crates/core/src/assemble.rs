@@ -1,1 +1,306 @@
-//! (being written)
+//! The part assembler: fed a task's gzip members in order, it cuts the task's compressed stream
+//! into parts that S3 accepts whatever the data compresses to.
+//!
+//! Rules (DESIGN.md, "S3 rules"):
+//! - A part is cut only when at least `part_size + MIN_PART_SIZE` bytes are pending, and then
+//!   exactly `part_size` bytes leave. What stays behind is therefore never shorter than
+//!   [`MIN_PART_SIZE`], so the task's final part is legal too, and no part is longer than
+//!   `part_size + MIN_PART_SIZE - 1` (the planner keeps that under S3's 5 GiB).
+//! - A task whose whole stream is under [`MIN_PART_SIZE`] is padded with empty gzip members up
+//!   to it, unless it is the job's last task (S3 allows the upload's last part to be short).
+//! - Part numbers are used in order from the start of the task's window; running past the
+//!   window is an error (the planner sizes windows for the worst case, so that is a bug).
+//!
+//! Memory: the pending buffer never exceeds `part_size + MIN_PART_SIZE + one member`.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Error, Result};
+use crate::gzip;
+use crate::types::{MAX_PART_SIZE, MIN_PART_SIZE, PartNumber, PartWindow};
+
+/// The largest `part_size` the assembler accepts: its longest part is
+/// `part_size + MIN_PART_SIZE - 1`, which must stay within S3's 5 GiB.
+pub const MAX_TARGET_PART_SIZE: u64 = MAX_PART_SIZE - MIN_PART_SIZE + 1;
+
+/// One part, ready to upload.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// Its number, inside the task's window.
+    pub number: PartNumber,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+/// Cuts one task's stream of members into parts.
+#[derive(Debug)]
+pub struct PartAssembler {
+    window: PartWindow,
+    part_size: u64,
+    is_last_task: bool,
+    pending: BytesMut,
+    emitted: u32,
+    members: u64,
+}
+
+impl PartAssembler {
+    /// An assembler for a task with part window `window`; `part_size` is the plan's part size
+    /// and `is_last_task` whether the task ends the job (only then may its last part be short).
+    pub fn new(window: PartWindow, part_size: u64, is_last_task: bool) -> Result<Self> {
+        check_part_size(part_size)?;
+        Ok(PartAssembler {
+            window,
+            part_size,
+            is_last_task,
+            pending: BytesMut::new(),
+            emitted: 0,
+            members: 0,
+        })
+    }
+
+    /// Adds the next member of the task's stream; returns the parts that are now complete
+    /// (usually none or one).
+    pub fn push(&mut self, member: &[u8]) -> Result<Vec<Part>> {
+        self.members += 1;
+        self.pending.extend_from_slice(member);
+        let mut parts = Vec::new();
+        while self.pending.len() as u64 >= self.part_size + MIN_PART_SIZE {
+            let data = self.pending.split_to(self.part_size as usize).freeze();
+            parts.push(self.part(data)?);
+        }
+        Ok(parts)
+    }
+
+    /// Ends the task's stream and returns its final part, padded if the whole task is under
+    /// [`MIN_PART_SIZE`] and not the job's last.
+    pub fn finish(mut self) -> Result<Part> {
+        if self.members == 0 {
+            return Err(Error::invalid(
+                "task stream",
+                "a task must produce at least one gzip member",
+            ));
+        }
+        let len = self.pending.len() as u64;
+        if self.emitted == 0 && len < MIN_PART_SIZE && !self.is_last_task {
+            let mut tail = self.pending.to_vec();
+            gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
+            self.pending = BytesMut::from(&tail[..]);
+        }
+        let data = std::mem::take(&mut self.pending).freeze();
+        self.part(data)
+    }
+
+    /// Number of parts cut so far.
+    pub fn parts_emitted(&self) -> u32 {
+        self.emitted
+    }
+
+    fn part(&mut self, data: Bytes) -> Result<Part> {
+        let number = self
+            .window
+            .nth(self.emitted)
+            .ok_or(Error::PartWindowExceeded {
+                needed: self.window.first().get() + self.emitted,
+                last: self.window.last(),
+            })?;
+        self.emitted += 1;
+        Ok(Part { number, data })
+    }
+}
+
+/// Validates a target part size against S3's limits as the assembler uses it.
+pub fn check_part_size(part_size: u64) -> Result<()> {
+    if !(MIN_PART_SIZE..=MAX_TARGET_PART_SIZE).contains(&part_size) {
+        return Err(Error::invalid(
+            "part size",
+            format!(
+                "{part_size} bytes is outside {MIN_PART_SIZE}..={MAX_TARGET_PART_SIZE} \
+                 (S3 parts are 5 MiB to 5 GiB, and a part may grow by up to 5 MiB - 1 \
+                 when a task's short tail is merged into it)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The sizes of the parts a task cuts from `compressed` bytes (padding included), in order.
+/// The size-level twin of [`PartAssembler`], used by the planner and by property tests.
+pub fn part_sizes(compressed: u64, part_size: u64, is_last_task: bool) -> Vec<u64> {
+    let padded = if !is_last_task && compressed < MIN_PART_SIZE {
+        MIN_PART_SIZE
+    } else {
+        compressed
+    };
+    let full = parts_needed(padded, part_size) - 1;
+    let mut sizes = vec![part_size; full as usize];
+    sizes.push(padded - full * part_size);
+    sizes
+}
+
+/// How many parts a task cuts from `compressed` bytes; monotone in `compressed`, so the
+/// planner sizes a window from the worst case.
+pub fn parts_needed(compressed: u64, part_size: u64) -> u64 {
+    if compressed < MIN_PART_SIZE {
+        1
+    } else {
+        (compressed - MIN_PART_SIZE) / part_size + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::MIB;
+    use proptest::prelude::*;
+
+    fn window(first: u32, count: u32) -> PartWindow {
+        PartWindow::new(PartNumber::new(first).unwrap(), count).unwrap()
+    }
+
+    /// Feeds members of the given sizes (filled with a running byte counter) and returns the
+    /// parts, checking that the bytes come out in order.
+    fn run(sizes: &[usize], part_size: u64, last: bool, win: PartWindow) -> Result<Vec<Part>> {
+        let mut a = PartAssembler::new(win, part_size, last)?;
+        let mut parts = Vec::new();
+        let mut counter = 0u8;
+        for &n in sizes {
+            let m: Vec<u8> = (0..n)
+                .map(|_| {
+                    counter = counter.wrapping_add(1);
+                    counter
+                })
+                .collect();
+            parts.extend(a.push(&m)?);
+        }
+        parts.push(a.finish()?);
+        Ok(parts)
+    }
+
+    fn check(parts: &[Part], sizes: &[usize], part_size: u64, last: bool, win: PartWindow) {
+        let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+        // Numbers ascend from the window's start.
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.number, win.nth(i as u32).unwrap());
+        }
+        // Sizes match the size-level model and obey S3's rules.
+        let got: Vec<u64> = parts.iter().map(|p| p.data.len() as u64).collect();
+        assert_eq!(got, part_sizes(total, part_size, last));
+        for (i, &s) in got.iter().enumerate() {
+            let is_final = i + 1 == got.len();
+            assert!(s <= part_size + MIN_PART_SIZE - 1);
+            if !(is_final && last) {
+                assert!(s >= MIN_PART_SIZE, "part {i} of {got:?} is short");
+            }
+        }
+        // The data bytes come out once and in order; padding only after them.
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        let mut counter = 0u8;
+        for &b in &joined[..total as usize] {
+            counter = counter.wrapping_add(1);
+            assert_eq!(b, counter);
+        }
+        if joined.len() as u64 > total {
+            assert!(!last && total < MIN_PART_SIZE);
+            assert_eq!(&joined[total as usize..total as usize + 2], &[0x1f, 0x8b]);
+        }
+    }
+
+    #[test]
+    fn small_non_last_task_is_padded_to_the_minimum() {
+        let w = window(3, 1);
+        let parts = run(&[300], 16 * MIB, false, w).unwrap();
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].data.len() as u64, MIN_PART_SIZE);
+        check(&parts, &[300], 16 * MIB, false, w);
+    }
+
+    #[test]
+    fn small_last_task_is_not_padded() {
+        let w = window(1, 1);
+        let parts = run(&[300], 16 * MIB, true, w).unwrap();
+        assert_eq!(parts[0].data.len(), 300);
+    }
+
+    #[test]
+    fn short_tail_merges_into_the_previous_part() {
+        // 16 MiB + 1 byte: one part, not 16 MiB + a 1-byte part.
+        let sizes = [(16 * MIB) as usize, 1];
+        let w = window(1, 2);
+        let parts = run(&sizes, 16 * MIB, false, w).unwrap();
+        assert_eq!(parts.len(), 1);
+        check(&parts, &sizes, 16 * MIB, false, w);
+        // 21 MiB: 16 + 5.
+        let sizes = [(21 * MIB) as usize];
+        let parts = run(&sizes, 16 * MIB, false, w).unwrap();
+        assert_eq!(parts.len(), 2);
+        check(&parts, &sizes, 16 * MIB, false, w);
+    }
+
+    #[test]
+    fn exact_minimum_is_one_part() {
+        let sizes = [MIN_PART_SIZE as usize];
+        let w = window(1, 1);
+        let parts = run(&sizes, MIN_PART_SIZE, false, w).unwrap();
+        check(&parts, &sizes, MIN_PART_SIZE, false, w);
+    }
+
+    #[test]
+    fn running_past_the_window_is_an_error() {
+        let sizes = [(40 * MIB) as usize];
+        let err = run(&sizes, 5 * MIB, false, window(7, 2)).unwrap_err();
+        assert!(
+            matches!(err, Error::PartWindowExceeded { needed: 9, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_task_without_members_is_an_error() {
+        let a = PartAssembler::new(window(1, 1), 5 * MIB, true).unwrap();
+        assert!(a.finish().is_err());
+    }
+
+    #[test]
+    fn part_size_is_validated() {
+        assert!(check_part_size(MIN_PART_SIZE - 1).is_err());
+        assert!(check_part_size(MAX_TARGET_PART_SIZE + 1).is_err());
+        assert!(check_part_size(MAX_TARGET_PART_SIZE).is_ok());
+    }
+
+    #[test]
+    fn parts_needed_matches_part_sizes() {
+        for c in [
+            0,
+            1,
+            MIN_PART_SIZE - 1,
+            MIN_PART_SIZE,
+            21 * MIB - 1,
+            21 * MIB,
+            37 * MIB,
+        ] {
+            for last in [false, true] {
+                assert_eq!(
+                    part_sizes(c, 16 * MIB, last).len() as u64,
+                    parts_needed(c, 16 * MIB)
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_member_sizes_give_legal_parts(
+            sizes in prop::collection::vec(0usize..(3 << 20), 1..24),
+            part_mib in 5u64..9,
+            last in any::<bool>(),
+        ) {
+            let part_size = part_mib * MIB;
+            let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+            let count = parts_needed(total.max(MIN_PART_SIZE), part_size) as u32;
+            let w = window(11, count);
+            let parts = run(&sizes, part_size, last, w).unwrap();
+            check(&parts, &sizes, part_size, last, w);
+        }
+    }
+}
