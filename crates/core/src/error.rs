@@ -62,9 +62,7 @@ pub enum Error {
     },
 
     /// The server's host key is not the one expected.
-    #[error(
-        "host key of {addr} is not trusted: the server presented {presented}; {expected}"
-    )]
+    #[error("host key of {addr} is not trusted: the server presented {presented}; {expected}")]
     HostKey {
         /// `host:port`.
         addr: String,

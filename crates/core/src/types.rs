@@ -371,7 +371,9 @@ impl FromStr for SourceUrl {
         let (host, port) = split_host_port(hostport).map_err(bad)?;
         let path = percent_decode(path).map_err(bad)?;
         if path == "/" || path.ends_with('/') {
-            return Err(bad(format!("the path {path:?} names a directory, not a file")));
+            return Err(bad(format!(
+                "the path {path:?} names a directory, not a file"
+            )));
         }
         Ok(SourceUrl {
             user,
@@ -619,12 +621,17 @@ mod tests {
 
     #[test]
     fn parses_sftp_urls() {
-        let u: SourceUrl = "sftp://alice@example.com:2222/var/log/app.log".parse().unwrap();
+        let u: SourceUrl = "sftp://alice@example.com:2222/var/log/app.log"
+            .parse()
+            .unwrap();
         assert_eq!(u.user.as_deref(), Some("alice"));
         assert_eq!(u.host, "example.com");
         assert_eq!(u.port, 2222);
         assert_eq!(u.path, "/var/log/app.log");
-        assert_eq!(u.to_string(), "sftp://alice@example.com:2222/var/log/app.log");
+        assert_eq!(
+            u.to_string(),
+            "sftp://alice@example.com:2222/var/log/app.log"
+        );
 
         let u: SourceUrl = "sftp://[::1]/data/a%20b.gz".parse().unwrap();
         assert_eq!(u.user, None);
