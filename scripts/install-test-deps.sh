@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the real servers and tools gzship's tests use. Idempotent; run as root on Debian 12.
+# Each block installs only what is missing, so re-running it is cheap.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+apt_updated=0
+apt_install() {
+    # apt-get update once per run, and only when something must be installed.
+    if [ "$apt_updated" -eq 0 ]; then
+        $SUDO apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# OpenSSH: sshd for crates/testkit/src/sshd.rs, ssh/ssh-keygen for keys and the benchmark;
+# pigz and gzip decode outputs in the end-to-end tests.
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v pigz >/dev/null 2>&1 || missing+=(pigz)
+command -v gzip >/dev/null 2>&1 || missing+=(gzip)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
+# moto's S3 server for crates/testkit/src/s3.rs, pinned: moto 5.2.0-5.2.1 answer
+# CompleteMultipartUpload with a root element aws-sdk-s3 rejects. Keep in step with
+# MOTO_VERSION in crates/testkit/src/s3.rs.
+MOTO_VERSION=5.2.5
+if ! python3 -c "import sys, moto, moto.server; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
+    python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+    python3 -m pip install --quiet "moto[server]==$MOTO_VERSION" \
+        || python3 -m pip install --quiet --break-system-packages "moto[server]==$MOTO_VERSION"
+fi
