@@ -6,5 +6,4 @@
 //! - `data`: seeded generators of web-server logs, random bytes and zeros.
 
 pub mod data;
-pub mod s3;
 pub mod sshd;
