@@ -32,6 +32,15 @@ pub struct Part {
     pub data: Bytes,
 }
 
+/// A task's last part, and how many padding members it carries.
+#[derive(Debug, Clone)]
+pub struct FinalPart {
+    /// The part.
+    pub part: Part,
+    /// Padding members appended to reach [`MIN_PART_SIZE`] (0 unless the task was tiny).
+    pub padding_members: u64,
+}
+
 /// Cuts one task's stream of members into parts.
 #[derive(Debug)]
 pub struct PartAssembler {
@@ -73,7 +82,7 @@ impl PartAssembler {
 
     /// Ends the task's stream and returns its final part, padded if the whole task is under
     /// [`MIN_PART_SIZE`] and not the job's last.
-    pub fn finish(mut self) -> Result<Part> {
+    pub fn finish(mut self) -> Result<FinalPart> {
         if self.members == 0 {
             return Err(Error::invalid(
                 "task stream",
@@ -81,13 +90,17 @@ impl PartAssembler {
             ));
         }
         let len = self.pending.len() as u64;
+        let mut padding_members = 0;
         if self.emitted == 0 && len < MIN_PART_SIZE && !self.is_last_task {
             let mut tail = self.pending.to_vec();
-            gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
+            padding_members = gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
             self.pending = BytesMut::from(&tail[..]);
         }
         let data = std::mem::take(&mut self.pending).freeze();
-        self.part(data)
+        Ok(FinalPart {
+            part: self.part(data)?,
+            padding_members,
+        })
     }
 
     /// Number of parts cut so far.
@@ -172,7 +185,7 @@ mod tests {
                 .collect();
             parts.extend(a.push(&m)?);
         }
-        parts.push(a.finish()?);
+        parts.push(a.finish()?.part);
         Ok(parts)
     }
 
@@ -187,7 +200,7 @@ mod tests {
         assert_eq!(got, part_sizes(total, part_size, last));
         for (i, &s) in got.iter().enumerate() {
             let is_final = i + 1 == got.len();
-            assert!(s <= part_size + MIN_PART_SIZE - 1);
+            assert!(s < part_size + MIN_PART_SIZE);
             if !(is_final && last) {
                 assert!(s >= MIN_PART_SIZE, "part {i} of {got:?} is short");
             }

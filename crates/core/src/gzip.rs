@@ -138,6 +138,11 @@ impl BlockCompressor {
         }
     }
 
+    /// The level this compressor was made for.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
     /// Compresses `block` (taken from source offset `offset`, for error messages) into one
     /// complete gzip member.
     pub fn compress(&mut self, block: &[u8], offset: u64) -> Result<Member> {
@@ -169,8 +174,9 @@ impl BlockCompressor {
 /// Appends padding members of `len` bytes in all (at least [`PADDING_MEMBER_MIN`]; a shorter
 /// request is rounded up to it) to `out`. Padding members carry empty content and an FEXTRA
 /// field of filler, so every gzip reader decodes them to zero bytes. Never put them first in an
-/// object: some tools read the first member's header for metadata.
-pub fn push_padding(out: &mut Vec<u8>, len: u64) {
+/// object: some tools read the first member's header for metadata. Returns the number of
+/// members written.
+pub fn push_padding(out: &mut Vec<u8>, len: u64) -> u64 {
     let len = len.max(PADDING_MEMBER_MIN);
     let members = len.div_ceil(PADDING_MEMBER_MAX);
     let mut left = len;
@@ -180,6 +186,7 @@ pub fn push_padding(out: &mut Vec<u8>, len: u64) {
         push_padding_member(out, size);
         left -= size;
     }
+    members
 }
 
 fn push_padding_member(out: &mut Vec<u8>, size: u64) {

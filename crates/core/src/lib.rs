@@ -11,6 +11,9 @@
 //! - [`wire`]: the JSON messages: job request, task, task report, job report.
 //! - [`source`]: the [`Source`](source::Source) trait and its SFTP adapter.
 //! - [`store`]: the [`MultipartStore`](store::MultipartStore) trait, S3 and local adapters.
+//! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
+//! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait and the in-process invoker.
+//! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
 //! - [`config`]: typed configuration and [`Secret`](config::Secret).
 //! - [`error`]: the one [`Error`] type.
 
@@ -18,11 +21,14 @@ pub mod assemble;
 pub mod config;
 pub mod error;
 pub mod gzip;
+pub mod invoke;
+pub mod master;
 pub mod plan;
 pub mod source;
 pub mod store;
 pub mod types;
 pub mod wire;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use types::{ByteRange, ETag, ObjectUrl, PartNumber, PartWindow, SourceUrl, UploadId};

@@ -1,6 +1,8 @@
 //! Framing, assembly and padding checked the way a user would: the concatenated parts of a
 //! job decompress with GNU gzip, pigz and Python's `gzip` module to exactly the source bytes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 
@@ -26,7 +28,7 @@ fn ship(source: &[u8], plan: &Plan, level: Level) -> Vec<Vec<u8>> {
             let member = compressor.compress(block, offset).unwrap();
             parts.extend(asm.push(&member.bytes).unwrap());
         }
-        parts.push(asm.finish().unwrap());
+        parts.push(asm.finish().unwrap().part);
     }
     for pair in parts.windows(2) {
         assert!(pair[0].number < pair[1].number, "part numbers ascend");

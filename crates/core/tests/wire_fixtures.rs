@@ -1,6 +1,8 @@
 //! Every wire type has a checked-in fixture; each parses, validates where it can, and
 //! round-trips to the same JSON.
 
+#![allow(clippy::unwrap_used)]
+
 use gzship_core::wire::{JobReport, JobRequest, Task, TaskReport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
