@@ -1,0 +1,305 @@
+//! The master and the worker pipeline over the local store (a real directory that keeps S3's
+//! rules) and an in-memory source, so the master's logic is checked without network servers:
+//! fan-out, retries, report checks, abort on failure. The same jobs run against real sshd and
+//! S3 servers in `e2e_*` tests.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gzship_core::error::{Error, Result};
+use gzship_core::invoke::{Invoker, LocalInvoker};
+use gzship_core::master::{self, MasterConfig};
+use gzship_core::plan::Tuning;
+use gzship_core::source::{ByteStream, Source, SourceStat};
+use gzship_core::store::MultipartStore;
+use gzship_core::store::local::LocalStore;
+use gzship_core::types::{KIB, MIB};
+use gzship_core::wire::{JobRequest, Task, TaskReport};
+use gzship_core::worker::WorkerTuning;
+use gzship_core::{ByteRange, ObjectUrl};
+use gzship_testkit::data::{DataKind, generate, sha256};
+
+/// A source file held in memory; `fail_reads` makes the first N reads fail (retryably) after
+/// yielding half their range, like a dropped connection.
+struct MemorySource {
+    data: Bytes,
+    mtime: u64,
+    fail_reads: AtomicU32,
+}
+
+impl MemorySource {
+    fn new(data: Vec<u8>) -> Self {
+        MemorySource {
+            data: data.into(),
+            mtime: 1_700_000_000,
+            fail_reads: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Source for MemorySource {
+    async fn stat(&self, _path: &str) -> Result<SourceStat> {
+        Ok(SourceStat {
+            size: self.data.len() as u64,
+            mtime: self.mtime,
+            is_file: true,
+        })
+    }
+
+    async fn read_range(
+        &self,
+        path: &str,
+        range: ByteRange,
+        expect: SourceStat,
+    ) -> Result<ByteStream> {
+        assert_eq!(expect.size, self.data.len() as u64);
+        let slice = self
+            .data
+            .slice(range.start() as usize..range.end() as usize);
+        let fail = self
+            .fail_reads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let chunks: Vec<Result<Bytes>> = if fail {
+            let half = slice.slice(..slice.len() / 2);
+            vec![
+                Ok(half),
+                Err(Error::SftpRead {
+                    path: path.into(),
+                    range,
+                    source: "connection reset by peer".into(),
+                }),
+            ]
+        } else {
+            slice
+                .chunks(100_000)
+                .map(|c| Ok(slice.slice_ref(c)))
+                .collect()
+        };
+        Ok(Box::pin(futures::stream::iter(chunks)))
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: LocalStore,
+    dest: ObjectUrl,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, dest) = LocalStore::for_file(&dir.path().join("out.gz")).unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        dest,
+    }
+}
+
+fn request(dest: &ObjectUrl, tasks: u32) -> JobRequest {
+    JobRequest {
+        source: "sftp://test@127.0.0.1/data/file".parse().unwrap(),
+        destination: dest.clone(),
+        level: Default::default(),
+        tuning: Tuning {
+            tasks: Some(tasks),
+            block_size: 256 * KIB,
+            part_size: 5 * MIB,
+            ..Tuning::default()
+        },
+    }
+}
+
+fn fast_config() -> MasterConfig {
+    MasterConfig {
+        concurrency: 3,
+        start_interval: Duration::from_millis(1),
+        retry_delay: Duration::from_millis(1),
+        ..MasterConfig::default()
+    }
+}
+
+async fn object_sha(f: &Fixture) -> String {
+    let path = f.store.object_path(&f.dest).unwrap();
+    let gz = std::fs::read(path).unwrap();
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(&gz[..])
+        .read_to_end(&mut out)
+        .unwrap();
+    sha256(&out)
+}
+
+async fn no_open_uploads(f: &Fixture) {
+    let open = f.store.list_uploads(&f.dest.bucket, "").await.unwrap();
+    assert!(open.is_empty(), "open uploads left behind: {open:?}");
+}
+
+#[tokio::test]
+async fn multi_task_job_completes_and_decodes() {
+    let f = fixture();
+    let mut data = generate(DataKind::Logs, 9 * MIB as usize, 1);
+    data.extend(generate(DataKind::Zeros, 7 * MIB as usize, 0));
+    data.extend(generate(DataKind::Random, 6 * MIB as usize + 5, 2));
+    let source = Arc::new(MemorySource::new(data.clone()));
+    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
+    let req = request(&f.dest, 5);
+    let report = master::run(
+        &req,
+        "job",
+        source.as_ref(),
+        &f.store,
+        &invoker,
+        &fast_config(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.source_bytes, data.len() as u64);
+    assert_eq!(report.tasks, 5);
+    assert_eq!(report.crc32, crc32fast::hash(&data));
+    assert_eq!(object_sha(&f).await, sha256(&data));
+    let (size, meta) = f.store.head_object(&f.dest).await.unwrap().unwrap();
+    assert_eq!(size, report.object_bytes);
+    assert_eq!(meta.content_type, "application/gzip");
+    assert_eq!(meta.metadata["gzship-source-size"], data.len().to_string());
+    no_open_uploads(&f).await;
+}
+
+#[tokio::test]
+async fn empty_source_gives_a_valid_empty_gzip() {
+    let f = fixture();
+    let source = Arc::new(MemorySource::new(Vec::new()));
+    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
+    let report = master::run(
+        &request(&f.dest, 1),
+        "job",
+        source.as_ref(),
+        &f.store,
+        &invoker,
+        &fast_config(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.object_bytes, 20);
+    assert_eq!(object_sha(&f).await, sha256(b""));
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried() {
+    let f = fixture();
+    let data = generate(DataKind::Logs, 12 * MIB as usize, 3);
+    let source = Arc::new(MemorySource::new(data.clone()));
+    source.fail_reads.store(2, Ordering::SeqCst);
+    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
+    let report = master::run(
+        &request(&f.dest, 3),
+        "job",
+        source.as_ref(),
+        &f.store,
+        &invoker,
+        &fast_config(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.retries, 2);
+    assert_eq!(object_sha(&f).await, sha256(&data));
+}
+
+#[tokio::test]
+async fn persistent_failure_aborts_and_leaves_nothing() {
+    let f = fixture();
+    let data = generate(DataKind::Logs, 12 * MIB as usize, 4);
+    let source = Arc::new(MemorySource::new(data));
+    source.fail_reads.store(1000, Ordering::SeqCst);
+    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
+    let err = master::run(
+        &request(&f.dest, 3),
+        "job",
+        source.as_ref(),
+        &f.store,
+        &invoker,
+        &fast_config(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    let msg = gzship_core::error::chain(&err);
+    assert!(msg.contains("connection reset"), "{msg}");
+    assert!(msg.contains("task"), "{msg}");
+    assert!(f.store.head_object(&f.dest).await.unwrap().is_none());
+    no_open_uploads(&f).await;
+}
+
+/// An invoker whose worker claims a part outside its window: the master must refuse the
+/// report and abort.
+struct LyingInvoker<I>(I);
+
+impl<I: Invoker> Invoker for LyingInvoker<I> {
+    async fn invoke(&self, task: Task) -> Result<TaskReport> {
+        let mut report = self.0.invoke(task).await?;
+        if report.index == 1 {
+            report.bytes_read -= 1;
+        }
+        Ok(report)
+    }
+}
+
+#[tokio::test]
+async fn inconsistent_reports_abort_the_job() {
+    let f = fixture();
+    let data = generate(DataKind::Logs, 12 * MIB as usize, 5);
+    let source = Arc::new(MemorySource::new(data));
+    let invoker = LyingInvoker(LocalInvoker::new(
+        source.clone(),
+        f.store.clone(),
+        WorkerTuning::default(),
+    ));
+    let err = master::run(
+        &request(&f.dest, 3),
+        "job",
+        source.as_ref(),
+        &f.store,
+        &invoker,
+        &fast_config(),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::BadReport { index: 1, .. }), "{err}");
+    assert!(f.store.head_object(&f.dest).await.unwrap().is_none());
+    no_open_uploads(&f).await;
+}
+
+#[tokio::test]
+async fn disallowed_paths_fail_before_anything_is_created() {
+    let f = fixture();
+    let source = Arc::new(MemorySource::new(vec![1, 2, 3]));
+    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
+    let config = MasterConfig {
+        policy: gzship_core::config::AccessPolicy {
+            source_paths: Some(vec!["/var/log".into()]),
+            destinations: None,
+        },
+        ..fast_config()
+    };
+    let err = master::run(
+        &request(&f.dest, 1),
+        "job",
+        source.as_ref(),
+        &f.store,
+        &invoker,
+        &config,
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::NotAllowed { .. }), "{err}");
+    no_open_uploads(&f).await;
+}
