@@ -1,0 +1,392 @@
+//! One SSH connection with an SFTP session: TCP connect, handshake with host key verification,
+//! login, SFTP start; retried with jittered exponential backoff where a retry can help.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use russh::client;
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, StatusCode};
+use tracing::{debug, info, warn};
+
+use crate::error::{BoxError, Error, Result};
+
+use super::config::{HostKeyPolicy, SftpConfig, SshAuth};
+use super::known_hosts::Verdict;
+
+/// What [`connect`] needs: the config and the private key decoded once.
+pub(super) struct Shared {
+    pub config: SftpConfig,
+    pub addr: String,
+    pub credential: Credential,
+    pub ssh_config: Arc<client::Config>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn new(config: SftpConfig) -> Result<Shared> {
+        config.validate()?;
+        let credential = match &config.auth {
+            SshAuth::PrivateKey { key, passphrase } => Credential::Key(Arc::new(
+                russh::keys::decode_secret_key(
+                    key.expose(),
+                    passphrase.as_ref().map(|p| p.expose()),
+                )
+                .map_err(|e| {
+                    // The decode error names no secret, only what is wrong with the key.
+                    Error::invalid(
+                        "ssh private key",
+                        format!("decode it (OpenSSH or PEM format; wrong passphrase?): {e}"),
+                    )
+                })?,
+            )),
+            SshAuth::Password(p) => Credential::Password(p.clone()),
+        };
+        let t = &config.tuning;
+        let preferred = russh::Preferred {
+            cipher: Cow::Owned(t.ciphers.iter().map(|c| c.russh_name()).collect()),
+            ..Default::default()
+        };
+        let ssh_config = Arc::new(client::Config {
+            window_size: t.window_size,
+            maximum_packet_size: t.max_packet_size,
+            preferred,
+            nodelay: true,
+            ..Default::default()
+        });
+        Ok(Shared {
+            addr: config.addr(),
+            config,
+            credential,
+            ssh_config,
+        })
+    }
+}
+
+/// The credential, ready to use: a private key is decoded once, not per connection (an
+/// encrypted key's KDF takes a good part of a second).
+pub(super) enum Credential {
+    Key(Arc<PrivateKey>),
+    Password(crate::config::Secret),
+}
+
+/// A logged-in SSH connection with a started SFTP session.
+pub(super) struct Connection {
+    pub sftp: RawSftpSession,
+    /// Largest READ to send: the tuning's request size capped by the server's limit.
+    pub read_size: u32,
+    // Kept so the connection lives as long as the SFTP session.
+    ssh: client::Handle<Client>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("read_size", &self.read_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Ends the connection politely; errors are irrelevant at this point.
+    pub async fn close(&self) {
+        let _ = self.sftp.close_session();
+        let _ = self
+            .ssh
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+/// Why one connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum AttemptError {
+    #[error("tcp connect")]
+    Tcp(#[source] std::io::Error),
+    #[error("ssh handshake")]
+    Handshake(#[source] russh::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("start the sftp subsystem")]
+    Subsystem(#[source] BoxError),
+    // Final: the error is complete already.
+    #[error("{0}")]
+    Final(Box<Error>),
+}
+
+impl AttemptError {
+    fn retryable(&self) -> bool {
+        match self {
+            AttemptError::Final(_) => false,
+            AttemptError::Handshake(e) => {
+                !matches!(e, russh::Error::NoCommonAlgo { .. } | russh::Error::Version)
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Connection attempts all failed.
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {attempts} attempts")]
+pub(super) struct GaveUp {
+    attempts: u32,
+    #[source]
+    last: AttemptError,
+}
+
+/// A handshake failure, or a host key the policy rejects.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HandshakeError {
+    #[error(transparent)]
+    Ssh(#[from] russh::Error),
+    #[error("host key rejected")]
+    HostKey { presented: String, expected: String },
+}
+
+pub(super) struct Client {
+    host: String,
+    port: u16,
+    addr: String,
+    policy: HostKeyPolicy,
+}
+
+impl client::Handler for Client {
+    type Error = HandshakeError;
+
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, HandshakeError> {
+        let key = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(cert) => {
+                return Err(HandshakeError::HostKey {
+                    presented: format!(
+                        "a certificate for {}",
+                        cert.public_key().fingerprint(HashAlg::Sha256)
+                    ),
+                    expected: "host certificates are not accepted".into(),
+                });
+            }
+        };
+        let presented = key.fingerprint(HashAlg::Sha256).to_string();
+        let reject = |expected: String| {
+            Err(HandshakeError::HostKey {
+                presented: presented.clone(),
+                expected,
+            })
+        };
+        match &self.policy {
+            HostKeyPolicy::AcceptAny => {
+                warn!(
+                    addr = %self.addr,
+                    host_key = %presented,
+                    "HOST KEY NOT VERIFIED: accepting any host key as configured; \
+                     anyone on the path can read this data and the credentials"
+                );
+                Ok(true)
+            }
+            HostKeyPolicy::Fingerprint(expected) if *expected == presented => Ok(true),
+            HostKeyPolicy::Fingerprint(expected) => {
+                reject(format!("the pinned fingerprint is {expected}"))
+            }
+            HostKeyPolicy::KnownHosts(known) => match known.check(&self.host, self.port, key) {
+                Verdict::Trusted => Ok(true),
+                Verdict::Revoked { line } => reject(format!(
+                    "that key is marked @revoked on line {line} of known_hosts"
+                )),
+                Verdict::Mismatch { lines } => reject(format!(
+                    "known_hosts lists other keys for {} (lines {lines:?}); \
+                     the host key changed or someone is intercepting the connection",
+                    self.addr
+                )),
+                Verdict::Unknown => reject(format!(
+                    "known_hosts has no entry for {} ({} entries checked)",
+                    if self.port == 22 {
+                        self.host.clone()
+                    } else {
+                        format!("[{}]:{}", self.host, self.port)
+                    },
+                    known.len()
+                )),
+            },
+        }
+    }
+}
+
+/// Connects, retrying refused, reset, dropped and timed-out attempts with jittered
+/// exponential backoff. Host key and login refusals fail at once.
+pub(super) async fn connect(shared: &Shared) -> Result<Connection> {
+    let t = &shared.config.tuning;
+    let mut attempt = 1;
+    loop {
+        let result = tokio::time::timeout(t.connect_timeout, connect_once(shared))
+            .await
+            .unwrap_or(Err(AttemptError::Timeout(t.connect_timeout)));
+        let err = match result {
+            Ok(conn) => {
+                if attempt > 1 {
+                    info!(addr = %shared.addr, attempt, "ssh connected after retrying");
+                }
+                return Ok(conn);
+            }
+            Err(AttemptError::Final(e)) => return Err(*e),
+            Err(e) => e,
+        };
+        if !err.retryable() || attempt >= t.handshake_attempts {
+            warn!(
+                addr = %shared.addr,
+                attempt,
+                error = %crate::error::chain(&err),
+                "ssh connect failed; giving up"
+            );
+            return Err(Error::SshConnect {
+                addr: shared.addr.clone(),
+                source: Box::new(GaveUp {
+                    attempts: attempt,
+                    last: err,
+                }),
+            });
+        }
+        let delay = backoff(t.backoff_base, t.backoff_max, attempt);
+        warn!(
+            addr = %shared.addr,
+            attempt,
+            of = t.handshake_attempts,
+            retry_in = ?delay,
+            error = %crate::error::chain(&err),
+            "ssh connect failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// `base * 2^(attempt-1)` capped at `max`, drawn uniformly in `[d/2, d]` so that many workers
+/// refused together do not come back together.
+pub(super) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(20));
+    let d = exp.min(max);
+    let half = d / 2;
+    half + rand::rng().random_range(Duration::ZERO..=half)
+}
+
+async fn connect_once(shared: &Shared) -> std::result::Result<Connection, AttemptError> {
+    let cfg = &shared.config;
+    let socket = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .map_err(AttemptError::Tcp)?;
+    let client = Client {
+        host: cfg.host.clone(),
+        port: cfg.port,
+        addr: shared.addr.clone(),
+        policy: cfg.host_key.clone(),
+    };
+    let mut ssh = client::connect_stream(shared.ssh_config.clone(), socket, client)
+        .await
+        .map_err(|e| match e {
+            HandshakeError::Ssh(e) => AttemptError::Handshake(e),
+            HandshakeError::HostKey {
+                presented,
+                expected,
+            } => AttemptError::Final(Box::new(Error::HostKey {
+                addr: shared.addr.clone(),
+                presented,
+                expected,
+            })),
+        })?;
+
+    let auth = match &shared.credential {
+        Credential::Key(key) => {
+            // RSA signs with SHA-2: the best the server announces, SHA-256 when it announces
+            // nothing. Never SHA-1.
+            let hash = if key.algorithm().is_rsa() {
+                match ssh.best_supported_rsa_hash().await {
+                    Ok(Some(Some(h))) => Some(h),
+                    _ => Some(HashAlg::Sha256),
+                }
+            } else {
+                None
+            };
+            ssh.authenticate_publickey(&cfg.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
+                .await
+        }
+        Credential::Password(p) => ssh.authenticate_password(&cfg.user, p.expose()).await,
+    }
+    .map_err(AttemptError::Handshake)?;
+    if !auth.success() {
+        return Err(AttemptError::Final(Box::new(Error::SshAuth {
+            addr: shared.addr.clone(),
+            user: cfg.user.clone(),
+            method: cfg.auth.method(),
+        })));
+    }
+
+    let channel = ssh
+        .channel_open_session()
+        .await
+        .map_err(AttemptError::Handshake)?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(AttemptError::Handshake)?;
+    let t = &cfg.tuning;
+    let sftp_config = russh_sftp::client::Config {
+        // Room for a READ answer of request_size plus its header.
+        max_packet_len: (t.request_size + 1024).max(256 * 1024),
+        request_timeout_secs: t.request_timeout.as_secs() + 1,
+        ..Default::default()
+    };
+    let sftp = RawSftpSession::new_with_config(channel.into_stream(), sftp_config);
+    let version = sftp
+        .init()
+        .await
+        .map_err(|e| AttemptError::Subsystem(Box::new(e)))?;
+    let mut read_size = t.request_size;
+    if version
+        .extensions
+        .get("limits@openssh.com")
+        .is_some_and(|v| v == "1")
+    {
+        match sftp.limits().await {
+            Ok(limits) if limits.max_read_len > 0 => {
+                read_size = read_size.min(u32::try_from(limits.max_read_len).unwrap_or(u32::MAX));
+            }
+            Ok(_) => {}
+            Err(e) => debug!(addr = %shared.addr, error = %e, "limits@openssh.com failed"),
+        }
+    }
+    debug!(addr = %shared.addr, read_size, "sftp session started");
+    Ok(Connection {
+        sftp,
+        read_size,
+        ssh,
+    })
+}
+
+/// Whether an SFTP error is the server saying the file ended.
+pub(super) fn is_eof(e: &SftpError) -> bool {
+    matches!(e, SftpError::Status(s) if s.status_code == StatusCode::Eof)
+}
+
+/// Size, mtime and type from SFTP attributes.
+pub(super) fn stat_of(attrs: &FileAttributes) -> Option<crate::source::SourceStat> {
+    Some(crate::source::SourceStat {
+        size: attrs.size?,
+        mtime: u64::from(attrs.mtime?),
+        is_file: attrs.permissions.is_some() && attrs.file_type().is_file(),
+    })
+}
