@@ -27,10 +27,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
-# moto's S3 server for crates/testkit/src/s3.rs, pinned: moto 5.2.0-5.2.1 answer
-# CompleteMultipartUpload with a root element aws-sdk-s3 rejects. Keep in step with
+# moto's S3 server for crates/testkit/src/s3.rs, pinned: moto 5.2.x answers ListParts (and, in
+# 5.2.1, CompleteMultipartUpload) with root elements aws-sdk-s3 rejects. Keep in step with
 # MOTO_VERSION in crates/testkit/src/s3.rs.
-MOTO_VERSION=5.2.5
+MOTO_VERSION=5.1.22
 if ! python3 -c "import sys, moto, moto.server; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
     command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip

@@ -6,4 +6,5 @@
 //! - `data`: seeded generators of web-server logs, random bytes and zeros.
 
 pub mod data;
+pub mod s3;
 pub mod sshd;

@@ -1,1 +1,609 @@
-//! S3 adapter of [`MultipartStore`](super::MultipartStore) on aws-sdk-s3. (being written)
+//! S3 adapter of [`MultipartStore`] on aws-sdk-s3.
+//!
+//! The client is built once from an [`SdkConfig`] (the standard AWS credential and region chain,
+//! which the binaries load with [`load_sdk_config`]) and an [`S3Config`] of tuning. Every part is
+//! uploaded with its CRC32C, computed here and checked by S3; the upload is created with
+//! `ChecksumAlgorithm::Crc32C` so S3 keeps the checksums and `ListParts` reports them.
+//!
+//! Errors become [`Error::S3`] with the operation in words ("upload part 7 of"), the bucket and
+//! key, whether a retry can help (from the SDK's error kind, the HTTP status and the error code,
+//! never the message), and the SDK error as the source (its chain shows the S3 error code).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::head_object::HeadObjectError;
+use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+
+use super::{MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use crate::error::{BoxError, Error, Result};
+use crate::source::ByteStream;
+use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
+
+/// Tuning of the S3 client. Credentials and the default region come from the [`SdkConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible store (MinIO, moto, Ceph, ...).
+    ///
+    /// Default `None`: AWS's own endpoint for the region, or the one the [`SdkConfig`] names.
+    /// Wrong: every request fails to connect (dispatch failure) or is signed for the wrong host.
+    pub endpoint_url: Option<String>,
+
+    /// Address buckets as `endpoint/bucket/key` instead of `bucket.endpoint/key`.
+    ///
+    /// Default `false` (virtual-hosted style, which AWS wants). Most S3-compatible stores and
+    /// local test servers need `true`; bucket names with dots also need it over TLS.
+    /// Wrong: DNS errors for `bucket.host`, or `NoSuchBucket` for a bucket that exists.
+    pub force_path_style: bool,
+
+    /// Region to sign for, overriding the [`SdkConfig`]'s.
+    ///
+    /// Default `None`: the region of the standard chain. Wrong: `PermanentRedirect` or
+    /// `AuthorizationHeaderMalformed` naming the bucket's real region.
+    pub region: Option<String>,
+
+    /// Attempts per request, the first one included, with the SDK's exponential backoff
+    /// (throttling, 5xx, timeouts and connection failures are retried).
+    ///
+    /// Default 5. Higher rides out longer throttling (`SlowDown`) at the cost of a slower failure;
+    /// 1 disables retries. Too low: tasks fail on transient `SlowDown`/500s and the master has to
+    /// retry a whole task instead of one request.
+    pub max_attempts: u32,
+
+    /// Time to establish a TCP (and TLS) connection.
+    ///
+    /// Default 5 s. Too short: spurious connect failures on a loaded network; too long: a
+    /// black-holed endpoint stalls each attempt this long before the retry.
+    pub connect_timeout: Duration,
+
+    /// Time for one attempt of one request, sending the body included.
+    ///
+    /// Default 300 s, enough for a 5 GiB part at about 20 MB/s. It must exceed the largest
+    /// part size divided by the slowest upload rate of one connection. Too short: large parts
+    /// fail with timeouts on every attempt; too long: a hung request holds its task this long
+    /// before the retry (a stalled body is cut earlier by the SDK's stalled-stream protection).
+    pub attempt_timeout: Duration,
+
+    /// Time for a whole request, all attempts and backoff included.
+    ///
+    /// Default 900 s. Bounds how long any store call can take, so nothing waits forever. Too
+    /// short: retries are cut off; too long: a worker burns its time limit on one request.
+    pub operation_timeout: Duration,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint_url: None,
+            force_path_style: false,
+            region: None,
+            max_attempts: 5,
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(300),
+            operation_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Loads the standard AWS configuration chain (environment, profile files, container and
+/// instance metadata, web identity). For binaries: the library itself never reads the
+/// environment.
+pub async fn load_sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// [`MultipartStore`] on Amazon S3 or an S3-compatible store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    /// Builds the client from the standard chain's `sdk` and the tuning in `config`.
+    pub fn new(sdk: &SdkConfig, config: &S3Config) -> Self {
+        let mut builder = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(config.force_path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts.max(1)))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(config.connect_timeout)
+                    .operation_attempt_timeout(config.attempt_timeout)
+                    .operation_timeout(config.operation_timeout)
+                    .build(),
+            )
+            // Since aws-sdk-s3 1.69 the default is `WhenSupported`: a CRC32 of every body,
+            // streamed bodies sent aws-chunked with a trailer. We compute the CRC32C of each
+            // part ourselves (the checksum S3 keeps with the upload) and send it as a header, so
+            // the SDK would only hash the same bytes a second time, and some S3-compatible stores
+            // reject aws-chunked trailers. `WhenRequired` leaves checksums to us except where an
+            // operation demands one (DeleteObjects), where the SDK still adds it.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            // `WhenSupported` would ask for and validate a checksum on every GetObject; an object
+            // made by multipart upload only has a composite checksum, which the SDK cannot
+            // validate anyway. `gzship verify` checks the decompressed bytes' SHA-256 instead.
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(url) = &config.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        if let Some(region) = &config.region {
+            builder = builder.region(Region::new(region.clone()));
+        }
+        S3Store {
+            client: Client::from_conf(builder.build()),
+        }
+    }
+
+    /// Wraps a client built elsewhere (its retry, timeout and checksum settings are the
+    /// caller's).
+    pub fn from_client(client: Client) -> Self {
+        S3Store { client }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Uploads a part with the given CRC32C instead of the body's own. Only for tests of how a
+    /// server treats a bad checksum.
+    #[doc(hidden)]
+    pub async fn upload_part_with_crc32c(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+        number: PartNumber,
+        body: Bytes,
+        crc32c: u32,
+    ) -> Result<UploadedPart> {
+        self.send_part(dest, upload_id, number, body, crc32c).await
+    }
+
+    async fn send_part(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+        number: PartNumber,
+        body: Bytes,
+        crc32c: u32,
+    ) -> Result<UploadedPart> {
+        let size = body.len() as u64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .upload_id(upload_id.as_str())
+            .part_number(part_i32(number))
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .checksum_crc32_c(encode_crc32c(crc32c))
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error(format!("upload part {number} of"), dest, e))?;
+        let etag = out
+            .e_tag()
+            .ok_or_else(|| missing(format!("upload part {number} of"), dest, "ETag"))
+            .and_then(|t| {
+                ETag::new(t).map_err(|e| bad_reply(format!("upload part {number} of"), dest, e))
+            })?;
+        Ok(UploadedPart {
+            number,
+            etag,
+            size,
+            crc32c,
+        })
+    }
+}
+
+impl MultipartStore for S3Store {
+    async fn create_upload(&self, dest: &ObjectUrl, meta: &ObjectMeta) -> Result<UploadId> {
+        const OP: &str = "create multipart upload of";
+        let metadata: HashMap<String, String> = meta
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut req = self
+            .client
+            .create_multipart_upload()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+            .set_metadata(Some(metadata));
+        if !meta.content_type.is_empty() {
+            req = req.content_type(&meta.content_type);
+        }
+        let out = req.send().await.map_err(|e| s3_error(OP, dest, e))?;
+        let id = out
+            .upload_id()
+            .ok_or_else(|| missing(OP, dest, "UploadId"))?;
+        UploadId::new(id).map_err(|e| bad_reply(OP, dest, e))
+    }
+
+    async fn upload_part(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+        number: PartNumber,
+        body: Bytes,
+    ) -> Result<UploadedPart> {
+        let crc32c = crc32c::crc32c(&body);
+        self.send_part(dest, upload_id, number, body, crc32c).await
+    }
+
+    async fn complete_upload(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+        parts: &[UploadedPart],
+    ) -> Result<()> {
+        let parts = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(part_i32(p.number))
+                    .e_tag(p.etag.as_str())
+                    .checksum_crc32_c(encode_crc32c(p.crc32c))
+                    .build()
+            })
+            .collect();
+        self.client
+            .complete_multipart_upload()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .upload_id(upload_id.as_str())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error("complete multipart upload of", dest, e))?;
+        Ok(())
+    }
+
+    async fn abort_upload(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<()> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .upload_id(upload_id.as_str())
+            .send()
+            .await
+            .map_err(|e| s3_error("abort multipart upload of", dest, e))?;
+        Ok(())
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
+        const OP: &str = "list multipart uploads in";
+        let where_ = ObjectUrl {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+        };
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(OP, &where_, e))?;
+            for u in out.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    return Err(missing(OP, &where_, "Key or UploadId of an upload"));
+                };
+                uploads.push(OpenUpload {
+                    key: key.to_owned(),
+                    upload_id: UploadId::new(id).map_err(|e| bad_reply(OP, &where_, e))?,
+                });
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                // A truncated listing without markers would repeat the first page forever.
+                return Err(missing(OP, &where_, "NextKeyMarker of a truncated listing"));
+            }
+        }
+        Ok(uploads)
+    }
+
+    async fn list_parts(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+    ) -> Result<Vec<UploadedPart>> {
+        const OP: &str = "list parts of";
+        let mut parts = Vec::new();
+        let mut marker = None::<String>;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&dest.bucket)
+                .key(&dest.key)
+                .upload_id(upload_id.as_str())
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(OP, dest, e))?;
+            for p in out.parts() {
+                let number = p
+                    .part_number()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| missing(OP, dest, "PartNumber"))
+                    .and_then(|n| PartNumber::new(n).map_err(|e| bad_reply(OP, dest, e)))?;
+                let etag = p
+                    .e_tag()
+                    .ok_or_else(|| missing(OP, dest, "ETag"))
+                    .and_then(|t| ETag::new(t).map_err(|e| bad_reply(OP, dest, e)))?;
+                let size = p
+                    .size()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| missing(OP, dest, "Size"))?;
+                let crc32c = p
+                    .checksum_crc32_c()
+                    .ok_or_else(|| {
+                        // Uploads created by gzship have one; moto and some S3-compatible
+                        // stores never report part checksums.
+                        missing(OP, dest, &format!("ChecksumCRC32C for part {number}"))
+                    })
+                    .and_then(|c| decode_crc32c(c).map_err(|e| bad_reply(OP, dest, e)))?;
+                parts.push(UploadedPart {
+                    number,
+                    etag,
+                    size,
+                    crc32c,
+                });
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            marker = out.next_part_number_marker().map(str::to_owned);
+            if marker.is_none() {
+                return Err(missing(
+                    OP,
+                    dest,
+                    "NextPartNumberMarker of a truncated listing",
+                ));
+            }
+        }
+        Ok(parts)
+    }
+
+    async fn get_object(&self, dest: &ObjectUrl) -> Result<ByteStream> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .send()
+            .await
+            .map_err(|e| s3_error("get object", dest, e))?;
+        let dest = dest.clone();
+        let chunks = futures::stream::try_unfold(out.body, move |mut body| {
+            let dest = dest.clone();
+            async move {
+                match body.try_next().await {
+                    Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                    Ok(None) => Ok(None),
+                    // The connection broke or stalled mid-body: reading again can succeed.
+                    Err(e) => Err(Error::S3 {
+                        op: "read body of object".into(),
+                        bucket: dest.bucket.clone(),
+                        key: dest.key.clone(),
+                        retryable: true,
+                        source: Box::new(e),
+                    }),
+                }
+            }
+        });
+        Ok(Box::pin(chunks))
+    }
+
+    async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
+        const OP: &str = "head object";
+        let out = match self
+            .client
+            .head_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(s3_error(OP, dest, e)),
+        };
+        let size = out
+            .content_length()
+            .and_then(|s| u64::try_from(s).ok())
+            .ok_or_else(|| missing(OP, dest, "Content-Length"))?;
+        let meta = ObjectMeta {
+            content_type: out.content_type().unwrap_or_default().to_owned(),
+            metadata: out
+                .metadata()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(Some((size, meta)))
+    }
+}
+
+/// S3 error codes that say "slow down" or "try again": the throttling and transient codes of
+/// aws-runtime's `AwsErrorCodeClassifier`, plus the 5xx codes S3 documents.
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "RequestThrottled",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+];
+
+/// Whether the same request can succeed when sent again.
+fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        // Timeouts and broken or unparseable responses are transient by nature.
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        // Connection refused/reset, DNS, TLS handshake: the next attempt may reach the server;
+        // a "user" failure (a bad request the connector refused) will not change.
+        SdkError::DispatchFailure(f) => !f.is_user(),
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
+        }
+        // Construction failures (a bad input) and anything the SDK adds later.
+        _ => false,
+    }
+}
+
+fn s3_error<E>(op: impl Into<String>, dest: &ObjectUrl, err: SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    Error::S3 {
+        op: op.into(),
+        bucket: dest.bucket.clone(),
+        key: dest.key.clone(),
+        retryable: is_retryable(&err),
+        source: Box::new(err),
+    }
+}
+
+/// A reply without a field S3 always sends: the server is not speaking S3 as we know it.
+fn missing(op: impl Into<String>, dest: &ObjectUrl, field: &str) -> Error {
+    bad_reply(op, dest, format!("the reply has no {field}"))
+}
+
+fn bad_reply(op: impl Into<String>, dest: &ObjectUrl, reason: impl Into<BoxError>) -> Error {
+    Error::S3 {
+        op: op.into(),
+        bucket: dest.bucket.clone(),
+        key: dest.key.clone(),
+        retryable: false,
+        source: reason.into(),
+    }
+}
+
+fn part_i32(number: PartNumber) -> i32 {
+    // PartNumber is 1..=10,000.
+    i32::try_from(number.get()).unwrap_or(i32::MAX)
+}
+
+/// S3's form of a CRC32C: the 4 big-endian bytes, base64.
+pub(crate) fn encode_crc32c(crc: u32) -> String {
+    BASE64.encode(crc.to_be_bytes())
+}
+
+/// Parses S3's form of a CRC32C (a composite one, `...-N`, is not a part's and is refused).
+pub(crate) fn decode_crc32c(s: &str) -> std::result::Result<u32, String> {
+    let bytes = BASE64
+        .decode(s)
+        .map_err(|e| format!("checksum {s:?} is not base64: {e}"))?;
+    let bytes: [u8; 4] = bytes
+        .try_into()
+        .map_err(|_| format!("checksum {s:?} is not 4 bytes long"))?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::config::http::HttpResponse;
+    use aws_sdk_s3::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_s3::operation::upload_part::UploadPartError;
+    use aws_sdk_s3::primitives::SdkBody;
+
+    use super::*;
+
+    fn service(status: u16, code: &str) -> SdkError<UploadPartError> {
+        let err = UploadPartError::generic(ErrorMetadata::builder().code(code).build());
+        let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+        SdkError::service_error(err, raw)
+    }
+
+    #[test]
+    fn retryable_from_kind_status_and_code() {
+        assert!(is_retryable(&service(503, "SlowDown")));
+        assert!(is_retryable(&service(500, "InternalError")));
+        assert!(is_retryable(&service(400, "RequestTimeout")));
+        assert!(is_retryable(&service(429, "TooManyRequests")));
+        assert!(!is_retryable(&service(400, "EntityTooSmall")));
+        assert!(!is_retryable(&service(404, "NoSuchUpload")));
+        assert!(!is_retryable(&service(403, "AccessDenied")));
+        assert!(!is_retryable(&service(400, "BadDigest")));
+        let timeout = SdkError::<UploadPartError>::timeout_error("attempt timed out");
+        assert!(is_retryable(&timeout));
+        let refused = SdkError::<UploadPartError>::dispatch_failure(ConnectorError::io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into(),
+        ));
+        assert!(is_retryable(&refused));
+        let user = SdkError::<UploadPartError>::dispatch_failure(ConnectorError::user(
+            "bad request".into(),
+        ));
+        assert!(!is_retryable(&user));
+        let built = SdkError::<UploadPartError>::construction_failure("bad input");
+        assert!(!is_retryable(&built));
+    }
+
+    #[test]
+    fn errors_name_the_operation_and_keep_the_code() {
+        let dest: ObjectUrl = "s3://bucket/some/key.gz".parse().unwrap();
+        let err = s3_error("upload part 7 of", &dest, service(400, "EntityTooSmall"));
+        let text = crate::error::chain(&err);
+        assert!(
+            text.starts_with("upload part 7 of s3://bucket/some/key.gz"),
+            "{text}"
+        );
+        assert!(text.contains("EntityTooSmall"), "{text}");
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn crc32c_round_trips_in_s3_form() {
+        let crc = crc32c::crc32c(b"hello world");
+        assert_eq!(crc, 0xc994_65aa);
+        let s = encode_crc32c(crc);
+        assert_eq!(s, "yZRlqg==");
+        assert_eq!(decode_crc32c(&s), Ok(crc));
+        assert!(decode_crc32c("AAAA").is_err());
+        assert!(decode_crc32c("yZRlqg==-3").is_err());
+    }
+}

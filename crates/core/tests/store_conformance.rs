@@ -1,0 +1,620 @@
+//! One conformance suite for every [`MultipartStore`]: each check is an async fn over
+//! `&impl MultipartStore` and a fresh destination, run against moto's real S3 server through
+//! [`S3Store`] and against [`LocalStore`] in a temporary directory.
+//!
+//! Every moto test starts its own server; every local test has its own directory.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use gzship_core::error::chain;
+use gzship_core::store::local::LocalStore;
+use gzship_core::store::s3::{S3Config, S3Store};
+use gzship_core::store::{MultipartStore, ObjectMeta, UploadedPart};
+use gzship_core::types::{MIB, MIN_PART_SIZE};
+use gzship_core::{Error, ObjectUrl, PartNumber, UploadId};
+use gzship_testkit::s3::S3Server;
+
+const BUCKET: &str = "conformance";
+
+/// S3 behaviours a backend may lack; the suite checks each one where the backend has it.
+/// `true` everywhere is S3 (and the local store); moto lacks some, listed in [`MOTO`].
+#[derive(Debug, Clone, Copy)]
+struct Behaviour {
+    /// ListParts reports each part's CRC32C (moto 5.1 never reports part checksums, so
+    /// `list_parts` fails there with an error naming ChecksumCRC32C).
+    lists_part_checksums: bool,
+    /// Complete refuses descending part numbers with `InvalidPartOrder` (moto accepts them).
+    checks_part_order: bool,
+    /// An upload id used with another key is `NoSuchUpload` (moto ignores the key).
+    binds_upload_to_key: bool,
+    /// UploadPart to an aborted upload is `NoSuchUpload` (moto answers 500 with an empty body).
+    upload_to_aborted_is_no_such_upload: bool,
+}
+
+const S3: Behaviour = Behaviour {
+    lists_part_checksums: true,
+    checks_part_order: true,
+    binds_upload_to_key: true,
+    upload_to_aborted_is_no_such_upload: true,
+};
+
+const MOTO: Behaviour = Behaviour {
+    lists_part_checksums: false,
+    checks_part_order: false,
+    binds_upload_to_key: false,
+    upload_to_aborted_is_no_such_upload: false,
+};
+
+/// Seeded bytes: the same `(seed, len)` always gives the same body, different seeds differ.
+fn body(seed: u64, len: usize) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn part(n: u32) -> PartNumber {
+    PartNumber::new(n).unwrap()
+}
+
+fn meta() -> ObjectMeta {
+    ObjectMeta {
+        content_type: "application/gzip".into(),
+        metadata: BTreeMap::from([
+            ("source-host".to_owned(), "example.test".to_owned()),
+            ("source-size".to_owned(), "12345".to_owned()),
+        ]),
+    }
+}
+
+async fn read_all(store: &impl MultipartStore, dest: &ObjectUrl) -> Vec<u8> {
+    let mut stream = store.get_object(dest).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+fn concat(bodies: &[&Bytes]) -> Vec<u8> {
+    bodies.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+async fn upload(
+    store: &impl MultipartStore,
+    dest: &ObjectUrl,
+    id: &UploadId,
+    n: u32,
+    b: &Bytes,
+) -> UploadedPart {
+    store
+        .upload_part(dest, id, part(n), b.clone())
+        .await
+        .unwrap_or_else(|e| panic!("upload part {n}: {}", chain(&e)))
+}
+
+async fn no_open_upload(store: &impl MultipartStore, dest: &ObjectUrl, id: &UploadId) {
+    let open = store.list_uploads(&dest.bucket, "").await.unwrap();
+    assert!(
+        open.iter().all(|u| &u.upload_id != id),
+        "upload {id} is still listed: {open:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite.
+
+/// Create, upload, complete; the object has the bytes, the size, the content type and the
+/// metadata, and the upload is no longer open.
+async fn round_trip(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let open = store.list_uploads(&dest.bucket, "").await.unwrap();
+    assert!(open.iter().any(|u| u.upload_id == id && u.key == dest.key));
+
+    let (a, b) = (body(1, MIN_PART_SIZE as usize), body(2, 1000));
+    let pa = upload(store, dest, &id, 1, &a).await;
+    let pb = upload(store, dest, &id, 2, &b).await;
+    assert_eq!((pa.size, pa.crc32c), (a.len() as u64, crc32c::crc32c(&a)));
+    assert_eq!((pb.size, pb.crc32c), (b.len() as u64, crc32c::crc32c(&b)));
+    store.complete_upload(dest, &id, &[pa, pb]).await.unwrap();
+
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
+    let (size, got) = store
+        .head_object(dest)
+        .await
+        .unwrap()
+        .expect("object exists");
+    assert_eq!(size, (a.len() + b.len()) as u64);
+    assert_eq!(got, meta());
+    no_open_upload(store, dest, &id).await;
+}
+
+/// Parts uploaded concurrently and in reverse order assemble in part-number order.
+async fn out_of_order_and_concurrent(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let bodies = [
+        body(10, MIN_PART_SIZE as usize),
+        body(11, MIN_PART_SIZE as usize + 1),
+        body(12, 4321),
+    ];
+    let uploads = (1..=3u32)
+        .rev()
+        .map(|n| upload(store, dest, &id, n, &bodies[n as usize - 1]));
+    let mut parts = futures::future::join_all(uploads).await;
+    parts.sort_by_key(|p| p.number);
+    store.complete_upload(dest, &id, &parts).await.unwrap();
+    assert_eq!(
+        read_all(store, dest).await,
+        concat(&[&bodies[0], &bodies[1], &bodies[2]])
+    );
+}
+
+/// Part numbers 1, 3, 7: gaps are allowed, as on S3 (each task has its own part window).
+async fn part_number_gaps(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let (a, b, c) = (
+        body(20, MIN_PART_SIZE as usize),
+        body(21, MIN_PART_SIZE as usize),
+        body(22, 10),
+    );
+    let parts = vec![
+        upload(store, dest, &id, 1, &a).await,
+        upload(store, dest, &id, 3, &b).await,
+        upload(store, dest, &id, 7, &c).await,
+    ];
+    store.complete_upload(dest, &id, &parts).await.unwrap();
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b, &c]));
+}
+
+/// Uploading a part number again replaces the part (a retried task is idempotent), and the
+/// replaced part's ETag no longer completes the upload.
+async fn reupload_replaces_part(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let (old, new) = (body(30, 2000), body(31, 3000));
+    let p_old = upload(store, dest, &id, 1, &old).await;
+    let p_new = upload(store, dest, &id, 1, &new).await;
+    assert_ne!(p_old.etag, p_new.etag);
+
+    if q.lists_part_checksums {
+        let listed = store.list_parts(dest, &id).await.unwrap();
+        assert_eq!(listed, vec![p_new.clone()]);
+    }
+
+    let stale = store
+        .complete_upload(dest, &id, std::slice::from_ref(&p_old))
+        .await
+        .expect_err("completing with a replaced part's ETag must fail");
+    assert!(chain(&stale).contains("InvalidPart"), "{}", chain(&stale));
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+
+    store.complete_upload(dest, &id, &[p_new]).await.unwrap();
+    assert_eq!(read_all(store, dest).await, new.to_vec());
+}
+
+/// A non-last part under 5 MiB fails Complete with `EntityTooSmall`, not retryable, nothing at
+/// the key; the upload stays open for the caller to abort.
+async fn entity_too_small(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let parts = vec![
+        upload(store, dest, &id, 1, &body(40, MIN_PART_SIZE as usize - 1)).await,
+        upload(store, dest, &id, 2, &body(41, 100)).await,
+    ];
+    let err = store
+        .complete_upload(dest, &id, &parts)
+        .await
+        .expect_err("a 5 MiB - 1 byte first part must be refused");
+    let text = chain(&err);
+    assert!(text.contains("EntityTooSmall"), "{text}");
+    assert!(
+        text.starts_with(&format!("complete multipart upload of {dest}")),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::S3 {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+
+    // S3 keeps the upload open after a failed Complete: the caller aborts.
+    let open = store.list_uploads(&dest.bucket, "").await.unwrap();
+    assert!(open.iter().any(|u| u.upload_id == id));
+    store.abort_upload(dest, &id).await.unwrap();
+    no_open_upload(store, dest, &id).await;
+}
+
+/// Parts out of order at Complete are refused.
+async fn parts_out_of_order_refused(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+    if !q.checks_part_order {
+        return;
+    }
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let p1 = upload(store, dest, &id, 1, &body(45, MIN_PART_SIZE as usize)).await;
+    let p2 = upload(store, dest, &id, 2, &body(46, MIN_PART_SIZE as usize)).await;
+    let err = store
+        .complete_upload(dest, &id, &[p2, p1])
+        .await
+        .expect_err("descending parts must be refused");
+    assert!(chain(&err).contains("InvalidPartOrder"), "{}", chain(&err));
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// Abort discards the parts: no open upload, nothing at the key, the upload id is gone.
+async fn abort_leaves_nothing(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    upload(store, dest, &id, 1, &body(50, 1000)).await;
+    store.abort_upload(dest, &id).await.unwrap();
+
+    no_open_upload(store, dest, &id).await;
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    assert!(store.get_object(dest).await.is_err());
+    let err = store
+        .list_parts(dest, &id)
+        .await
+        .expect_err("an aborted upload has no parts to list");
+    assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
+    let err = store
+        .upload_part(dest, &id, part(2), body(51, 10))
+        .await
+        .expect_err("an aborted upload takes no parts");
+    if q.upload_to_aborted_is_no_such_upload {
+        assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
+        assert!(!err.is_retryable(), "{err:?}");
+    }
+}
+
+/// ListParts reports each part's number, size, ETag and CRC32C, in part-number order.
+async fn list_parts_reports_sizes_and_crc32c(
+    store: &impl MultipartStore,
+    dest: &ObjectUrl,
+    q: Behaviour,
+) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    assert_eq!(store.list_parts(dest, &id).await.unwrap(), vec![]);
+    let (a, b) = (body(60, 777), body(61, MIB as usize));
+    let p5 = upload(store, dest, &id, 5, &a).await;
+    let p2 = upload(store, dest, &id, 2, &b).await;
+    if q.lists_part_checksums {
+        let listed = store.list_parts(dest, &id).await.unwrap();
+        assert_eq!(listed, vec![p2, p5]);
+        assert_eq!(listed[0].crc32c, crc32c::crc32c(&b));
+        assert_eq!(listed[1].size, 777);
+    } else {
+        // Better a clear error than parts without their checksums.
+        let err = store
+            .list_parts(dest, &id)
+            .await
+            .expect_err("no checksums listed");
+        assert!(
+            chain(&err).contains("ChecksumCRC32C for part 2"),
+            "{}",
+            chain(&err)
+        );
+    }
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// ListMultipartUploads filters by key prefix and lists several uploads of one key.
+async fn list_uploads_by_prefix(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    let at = |key: &str| ObjectUrl {
+        bucket: dest.bucket.clone(),
+        key: format!("{}/{key}", dest.key),
+    };
+    let a1 = store.create_upload(&at("a/x.gz"), &meta()).await.unwrap();
+    let a2 = store.create_upload(&at("a/x.gz"), &meta()).await.unwrap();
+    let b1 = store.create_upload(&at("b/y.gz"), &meta()).await.unwrap();
+    let under_a = store
+        .list_uploads(&dest.bucket, &format!("{}/a/", dest.key))
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = under_a.iter().map(|u| u.upload_id.clone()).collect();
+    ids.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    let mut want = vec![a1.clone(), a2.clone()];
+    want.sort_by(|x, y| x.as_str().cmp(y.as_str()));
+    assert_eq!(ids, want);
+    assert!(under_a.iter().all(|u| u.key == at("a/x.gz").key));
+    let all = store.list_uploads(&dest.bucket, "").await.unwrap();
+    assert!(all.iter().any(|u| u.upload_id == b1));
+    for (k, id) in [("a/x.gz", &a1), ("a/x.gz", &a2), ("b/y.gz", &b1)] {
+        store.abort_upload(&at(k), id).await.unwrap();
+    }
+    assert_eq!(store.list_uploads(&dest.bucket, "").await.unwrap(), vec![]);
+}
+
+/// An upload id is bound to its key: using it for another key is `NoSuchUpload`.
+async fn upload_id_is_bound_to_its_key(
+    store: &impl MultipartStore,
+    dest: &ObjectUrl,
+    q: Behaviour,
+) {
+    if !q.binds_upload_to_key {
+        return;
+    }
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let other = ObjectUrl {
+        bucket: dest.bucket.clone(),
+        key: format!("{}.other", dest.key),
+    };
+    let err = store
+        .upload_part(&other, &id, part(1), body(70, 10))
+        .await
+        .expect_err("an upload id used for another key");
+    assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// The object streams back in more than one chunk and with the same bytes (no whole-object
+/// buffering is visible to the caller, and chunk boundaries do not lose bytes).
+async fn get_object_streams(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let a = body(80, 3 * MIB as usize);
+    let p = upload(store, dest, &id, 1, &a).await;
+    store.complete_upload(dest, &id, &[p]).await.unwrap();
+    let chunks: Vec<Bytes> = store
+        .get_object(dest)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(chunks.len() > 1, "one chunk of {} bytes", a.len());
+    assert_eq!(chunks.concat(), a.to_vec());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends.
+
+async fn moto() -> (S3Server, S3Store) {
+    let server = S3Server::start().await;
+    server.create_bucket(BUCKET).await;
+    let store = server.store();
+    (server, store)
+}
+
+fn local() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
+    let store = LocalStore::new(dir.path());
+    (dir, store)
+}
+
+fn dest(key: &str) -> ObjectUrl {
+    ObjectUrl {
+        bucket: BUCKET.into(),
+        key: format!("conformance/{key}.gz"),
+    }
+}
+
+/// Each suite fn becomes a module with a `moto` and a `local` test.
+macro_rules! conformance {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn moto() {
+                let (_server, store) = super::moto().await;
+                super::$check(&store, &super::dest(stringify!($check)), super::MOTO).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                let (dir, store) = super::local();
+                super::$check(&store, &super::dest(stringify!($check)), super::S3).await;
+                super::no_local_leftovers(dir.path());
+            }
+        }
+    )*};
+}
+
+conformance!(
+    round_trip,
+    out_of_order_and_concurrent,
+    part_number_gaps,
+    reupload_replaces_part,
+    entity_too_small,
+    parts_out_of_order_refused,
+    abort_leaves_nothing,
+    list_parts_reports_sizes_and_crc32c,
+    list_uploads_by_prefix,
+    upload_id_is_bound_to_its_key,
+    get_object_streams,
+);
+
+/// After a suite fn (which completes or aborts every upload it makes), the local store has no
+/// staging directory, temporary part or temporary object left.
+fn no_local_leftovers(root: &std::path::Path) {
+    let uploads = root.join(BUCKET).join(".gzship-uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads)
+        .map(|entries| entries.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", uploads.display());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend-specific behaviour.
+
+/// A part upload to a server that is gone fails with an `Error::S3` that names the part, is
+/// retryable (the server may come back), and does not hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_stopped_server_fails_part_upload_fast() {
+    let (mut server, store) = moto().await;
+    let dest = dest("stopped");
+    let id = store.create_upload(&dest, &meta()).await.unwrap();
+    server.stop();
+    // A guard against a hang, not a performance threshold.
+    let res = tokio::time::timeout(
+        Duration::from_secs(120),
+        store.upload_part(&dest, &id, part(7), body(90, 1000)),
+    )
+    .await
+    .expect("upload_part to a stopped server hung");
+    let err = res.expect_err("the server is gone");
+    let text = chain(&err);
+    assert!(
+        text.starts_with(&format!("upload part 7 of {dest}")),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            err,
+            Error::S3 {
+                retryable: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+}
+
+/// A server that accepts connections but never answers: the attempt timeout ends the request
+/// with a retryable error instead of a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_times_out_on_a_silent_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let config = S3Config {
+        endpoint_url: Some(format!("http://{addr}")),
+        force_path_style: true,
+        max_attempts: 1,
+        attempt_timeout: Duration::from_millis(500),
+        operation_timeout: Duration::from_secs(5),
+        ..S3Config::default()
+    };
+    let store = S3Store::new(&gzship_testkit::s3::sdk_config(), &config);
+    let dest = dest("silent");
+    let id = UploadId::new("some-upload").unwrap();
+    // A guard against a hang, not a performance threshold.
+    let res = tokio::time::timeout(
+        Duration::from_secs(60),
+        store.upload_part(&dest, &id, part(3), body(92, 1000)),
+    )
+    .await
+    .expect("upload_part to a silent server hung");
+    let err = res.expect_err("the server never answers");
+    let text = chain(&err);
+    assert!(
+        text.starts_with(&format!("upload part 3 of {dest}")),
+        "{text}"
+    );
+    assert!(text.contains("timeout"), "{text}");
+    assert!(err.is_retryable(), "{err:?}");
+    hold.abort();
+}
+
+/// moto does not check the CRC32C sent with a part (S3 answers `BadDigest`): this pins the
+/// quirk, so that nobody takes a green moto run as proof that checksums are enforced, and so
+/// that a moto that starts checking is noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_quirk_accepts_a_wrong_crc32c() {
+    let (_server, store) = moto().await;
+    let dest = dest("bad-checksum");
+    let id = store.create_upload(&dest, &meta()).await.unwrap();
+    let b = body(95, 1000);
+    let wrong = crc32c::crc32c(&b) ^ 1;
+    let res = store
+        .upload_part_with_crc32c(&dest, &id, part(1), b.clone(), wrong)
+        .await;
+    assert!(
+        res.is_ok(),
+        "moto now refuses a wrong CRC32C: make this a check of S3's BadDigest: {}",
+        chain(&res.unwrap_err())
+    );
+    store.abort_upload(&dest, &id).await.unwrap();
+}
+
+/// Complete never leaves a partial object at the key: a failed Complete keeps an earlier object
+/// intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_failed_complete_keeps_previous_object() {
+    let (dir, store) = local();
+    let dest = dest("keep");
+    let old = body(100, 100);
+    let id = store.create_upload(&dest, &meta()).await.unwrap();
+    let p = upload(&store, &dest, &id, 1, &old).await;
+    store.complete_upload(&dest, &id, &[p]).await.unwrap();
+
+    let id = store.create_upload(&dest, &meta()).await.unwrap();
+    let parts = vec![
+        upload(&store, &dest, &id, 1, &body(101, 10)).await,
+        upload(&store, &dest, &id, 2, &body(102, 10)).await,
+    ];
+    assert!(store.complete_upload(&dest, &id, &parts).await.is_err());
+    assert_eq!(read_all(&store, &dest).await, old.to_vec());
+    store.abort_upload(&dest, &id).await.unwrap();
+    no_local_leftovers(dir.path());
+}
+
+/// Keys that would leave the bucket directory are refused before anything is written.
+#[tokio::test]
+async fn local_refuses_keys_that_escape() {
+    let (dir, store) = local();
+    for key in [
+        "../escape.gz",
+        "a/../../escape.gz",
+        "a//b.gz",
+        ".gzship-uploads/x",
+    ] {
+        let dest = ObjectUrl {
+            bucket: BUCKET.into(),
+            key: key.into(),
+        };
+        let err = store.create_upload(&dest, &meta()).await.expect_err(key);
+        assert!(matches!(err, Error::Invalid { .. }), "{key}: {err:?}");
+    }
+    assert!(!dir.path().join("escape.gz").exists());
+}
+
+/// A missing bucket directory is `NoSuchBucket`, as on S3 (no directory is created).
+#[tokio::test]
+async fn local_missing_bucket_is_no_such_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let err = store
+        .create_upload(&dest("nobucket"), &meta())
+        .await
+        .expect_err("no bucket directory");
+    assert!(chain(&err).contains("NoSuchBucket"), "{}", chain(&err));
+    assert!(!dir.path().join(BUCKET).exists());
+}
+
+/// `LocalStore::for_file` puts the object exactly at the given path.
+#[tokio::test]
+async fn local_for_file_writes_the_named_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.gz");
+    let (store, dest) = LocalStore::for_file(&path).unwrap();
+    let b = body(110, 1234);
+    let id = store.create_upload(&dest, &meta()).await.unwrap();
+    let p = upload(&store, &dest, &id, 1, &b).await;
+    store.complete_upload(&dest, &id, &[p]).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b.to_vec());
+    assert_eq!(
+        store.head_object(&dest).await.unwrap().map(|h| h.1),
+        Some(meta())
+    );
+}
