@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::Command;
-
 use gzship_core::assemble::PartAssembler;
 use gzship_core::gzip::{BlockCompressor, EMPTY_MEMBER, Level};
 use gzship_core::plan::{Plan, Tuning, plan};
 use gzship_core::types::{KIB, MIB, MIN_PART_SIZE};
 use gzship_testkit::data::{DataKind, generate, sha256};
+use gzship_testkit::decode::assert_decodes;
 
 /// Runs every task of `plan` over `source` sequentially, as workers would, and returns each
 /// part's bytes in part-number order.
@@ -46,56 +44,13 @@ fn ship(source: &[u8], plan: &Plan, level: Level) -> Vec<Vec<u8>> {
     parts.into_iter().map(|p| p.data.to_vec()).collect()
 }
 
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "{tool} is missing: run scripts/install-test-deps.sh");
-}
-
-/// Decompresses `gz` with each real decoder and checks the SHA-256 of the output.
-fn check_decoders(gz: &Path, want_sha: &str) {
-    for tool in ["gzip", "pigz", "python3"] {
-        require(tool);
-    }
-    let path = gz.to_str().unwrap();
-    let decoders: [(&str, Vec<&str>); 3] = [
-        ("gzip", vec!["-dc", path]),
-        ("pigz", vec!["-dc", path]),
-        (
-            "python3",
-            vec![
-                "-c",
-                "import gzip,sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())",
-                path,
-            ],
-        ),
-    ];
-    for (tool, args) in decoders {
-        let out = Command::new(tool).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tool} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(sha256(&out.stdout), want_sha, "{tool} decoded other bytes");
-    }
-    let t = Command::new("gzip").args(["-t", path]).output().unwrap();
-    assert!(
-        t.status.success(),
-        "gzip -t: {}",
-        String::from_utf8_lossy(&t.stderr)
-    );
-}
-
 fn round_trip(source: &[u8], tuning: &Tuning) -> usize {
     let plan = plan(source.len() as u64, tuning).unwrap();
     let parts = ship(source, &plan, Level::default());
     let dir = tempfile::tempdir().unwrap();
     let gz = dir.path().join("object.gz");
     std::fs::write(&gz, parts.concat()).unwrap();
-    check_decoders(&gz, &sha256(source));
+    assert_decodes(&gz, &sha256(source));
     parts.len()
 }
 

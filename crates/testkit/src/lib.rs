@@ -4,7 +4,9 @@
 //! - `sshd`: a real OpenSSH `sshd` on 127.0.0.1 with its own host key and authorized key.
 //! - `s3`: a real S3 server (moto) on 127.0.0.1.
 //! - `data`: seeded generators of web-server logs, random bytes and zeros.
+//! - `decode`: real decoders (gzip, pigz, Python) checked against the source's SHA-256.
 
 pub mod data;
+pub mod decode;
 pub mod s3;
 pub mod sshd;

@@ -1,0 +1,309 @@
+//! End-to-end tests of the `gzship` binary against a real OpenSSH sshd and a real S3 server
+//! (moto), checked the way a user would: the object decompresses with gzip, pigz and Python to
+//! the source's SHA-256, `gzship verify` agrees, and a failed job leaves no multipart upload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use gzship_core::ObjectUrl;
+use gzship_core::store::MultipartStore;
+use gzship_core::types::MIB;
+use gzship_testkit::data::{DataKind, generate, sha256, sha256_file, write_file};
+use gzship_testkit::decode::assert_decodes;
+use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
+use gzship_testkit::sshd::Sshd;
+
+const BUCKET: &str = "e2e";
+
+struct Env {
+    sshd: Sshd,
+    s3: S3Server,
+}
+
+async fn env() -> Env {
+    let sshd = Sshd::start();
+    let s3 = S3Server::start().await;
+    s3.create_bucket(BUCKET).await;
+    Env { sshd, s3 }
+}
+
+impl Env {
+    /// `gzship ARGS` with the test's credentials, host key and S3 endpoint.
+    fn gzship(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gzship"));
+        cmd.args(args)
+            .arg("--identity")
+            .arg(&self.sshd.client_key().private_key_path)
+            .arg("--host-key")
+            .arg(self.sshd.host_key_fingerprint())
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("GZSHIP_S3_ENDPOINT", self.s3.endpoint_url())
+            .env("GZSHIP_LOG", "info");
+        cmd
+    }
+
+    fn run(&self, file: &str, key: &str, extra: &[&str]) -> Output {
+        let source = self.sshd.url(file);
+        let dest = format!("s3://{BUCKET}/{key}");
+        let mut args = vec!["run", source.as_str(), dest.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        self.gzship(&args).output().expect("run gzship")
+    }
+
+    fn write(&self, name: &str, kind: DataKind, len: u64, seed: u64) -> String {
+        let path = self.sshd.data_dir().join(name);
+        write_file(&path, kind, len, seed).unwrap();
+        sha256_file(&path).unwrap()
+    }
+
+    /// Downloads the object and checks it with the real decoders.
+    async fn assert_object_decodes(&self, key: &str, want_sha: &str) {
+        let dest: ObjectUrl = format!("s3://{BUCKET}/{key}").parse().unwrap();
+        let store = self.s3.store();
+        let (_, meta) = store
+            .head_object(&dest)
+            .await
+            .unwrap()
+            .expect("object exists");
+        assert_eq!(meta.content_type, "application/gzip");
+        let mut stream = store.get_object(&dest).await.unwrap();
+        let mut gz = Vec::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            gz.extend_from_slice(&chunk.unwrap());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("object.gz");
+        std::fs::write(&path, gz).unwrap();
+        assert_decodes(&path, want_sha);
+    }
+
+    async fn assert_no_open_uploads(&self) {
+        let open = self.s3.store().list_uploads(BUCKET, "").await.unwrap();
+        assert!(open.is_empty(), "multipart uploads left open: {open:?}");
+    }
+
+    fn verify(&self, file: &str, key: &str) -> Output {
+        let source = self.sshd.url(file);
+        let dest = format!("s3://{BUCKET}/{key}");
+        self.gzship(&["verify", &source, &dest, "--sha256"])
+            .output()
+            .unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn report(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "gzship failed: {}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON report ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+async fn ship_and_check(kind: DataKind, len: u64, tasks: &str) -> serde_json::Value {
+    let env = env().await;
+    let sha = env.write("source.bin", kind, len, 7);
+    let out = env.run(
+        "source.bin",
+        "out/source.bin.gz",
+        &[
+            "--tasks",
+            tasks,
+            "--block-size",
+            "1MiB",
+            "--part-size",
+            "5MiB",
+        ],
+    );
+    let r = report(&out);
+    for field in ["source_bytes", "object_bytes", "parts", "tasks", "seconds"] {
+        assert!(r.get(field).is_some(), "report lacks {field}: {r}");
+    }
+    assert_eq!(r["source_bytes"], len);
+    assert_eq!(r["destination"], "s3://e2e/out/source.bin.gz");
+    env.assert_object_decodes("out/source.bin.gz", &sha).await;
+    let v = env.verify("source.bin", "out/source.bin.gz");
+    assert!(v.status.success(), "gzship verify failed: {}", stderr(&v));
+    env.assert_no_open_uploads().await;
+    r
+}
+
+#[tokio::test]
+async fn multi_task_job_on_logs() {
+    let r = ship_and_check(DataKind::Logs, 48 * MIB + 12_345, "3").await;
+    assert_eq!(r["tasks"], 3);
+}
+
+#[tokio::test]
+async fn multi_task_job_on_random_data() {
+    let r = ship_and_check(DataKind::Random, 24 * MIB + 1, "3").await;
+    // Incompressible: three tasks of 8 MiB make at least one 5+ MiB part each.
+    assert!(r["parts"].as_u64().unwrap() >= 3);
+}
+
+#[tokio::test]
+async fn file_with_an_all_zero_middle() {
+    let env = env().await;
+    let mut data = generate(DataKind::Logs, 12 * MIB as usize, 1);
+    data.extend(generate(DataKind::Zeros, 24 * MIB as usize, 0));
+    data.extend(generate(DataKind::Random, 7 * MIB as usize + 3, 2));
+    std::fs::write(env.sshd.data_dir().join("mixed.bin"), &data).unwrap();
+    let out = env.run(
+        "mixed.bin",
+        "mixed.gz",
+        &[
+            "--tasks",
+            "4",
+            "--block-size",
+            "1MiB",
+            "--part-size",
+            "5MiB",
+        ],
+    );
+    let r = report(&out);
+    assert_eq!(r["tasks"], 4);
+    env.assert_object_decodes("mixed.gz", &sha256(&data)).await;
+    assert!(env.verify("mixed.bin", "mixed.gz").status.success());
+    env.assert_no_open_uploads().await;
+}
+
+#[tokio::test]
+async fn empty_file_gives_a_valid_empty_gzip() {
+    let env = env().await;
+    let sha = env.write("empty", DataKind::Zeros, 0, 0);
+    let r = report(&env.run("empty", "empty.gz", &[]));
+    assert_eq!(r["source_bytes"], 0);
+    assert_eq!(r["object_bytes"], 20);
+    env.assert_object_decodes("empty.gz", &sha).await;
+    assert!(env.verify("empty", "empty.gz").status.success());
+}
+
+#[tokio::test]
+async fn verify_detects_a_different_source() {
+    let env = env().await;
+    env.write("a", DataKind::Logs, 3 * MIB, 1);
+    env.write("b", DataKind::Logs, 3 * MIB, 2);
+    report(&env.run("a", "a.gz", &[]));
+    let v = env.verify("b", "a.gz");
+    assert!(!v.status.success(), "verify passed for another file");
+    assert!(String::from_utf8_lossy(&v.stdout).contains("MISMATCH"));
+}
+
+#[tokio::test]
+async fn wrong_host_key_fails_before_any_upload() {
+    let env = env().await;
+    env.write("f", DataKind::Logs, MIB, 1);
+    let source = env.sshd.url("f");
+    let out = Command::new(env!("CARGO_BIN_EXE_gzship"))
+        .args(["run", &source, &format!("s3://{BUCKET}/f.gz")])
+        .arg("--identity")
+        .arg(&env.sshd.client_key().private_key_path)
+        .args([
+            "--host-key",
+            "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ])
+        .env("GZSHIP_S3_ENDPOINT", env.s3.endpoint_url())
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+        .env("AWS_REGION", REGION)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("host key"), "{err}");
+    assert!(err.contains(env.sshd.host_key_fingerprint()), "{err}");
+    env.assert_no_open_uploads().await;
+    let dest: ObjectUrl = format!("s3://{BUCKET}/f.gz").parse().unwrap();
+    assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn source_truncated_mid_job_fails_and_aborts() {
+    let env = env().await;
+    let name = "growing.log";
+    env.write(name, DataKind::Random, 96 * MIB, 3);
+    let path = env.sshd.data_dir().join(name);
+    let source = env.sshd.url(name);
+    let dest = format!("s3://{BUCKET}/t.gz");
+    // One task at a time, so the later tasks start after the file was cut.
+    let mut child = env
+        .gzship(&[
+            "run",
+            &source,
+            &dest,
+            "--tasks",
+            "6",
+            "--concurrency",
+            "1",
+            "--part-size",
+            "5MiB",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_first_part(&env, "t.gz").await;
+    truncate(&path, 10 * MIB);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a truncated source was shipped");
+    let err = stderr(&out);
+    assert!(err.contains("changed"), "{err}");
+    env.assert_no_open_uploads().await;
+    let dest: ObjectUrl = dest.parse().unwrap();
+    assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
+}
+
+/// Polls the server until the upload to `key` has a part (bounded: 60 s).
+async fn wait_for_first_part(env: &Env, key: &str) {
+    let store = env.s3.store();
+    let dest: ObjectUrl = format!("s3://{BUCKET}/{key}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        for upload in store.list_uploads(BUCKET, key).await.unwrap() {
+            if !store
+                .list_parts(&dest, &upload.upload_id)
+                .await
+                .unwrap()
+                .is_empty()
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no part of {key} was uploaded within 60 s");
+}
+
+fn truncate(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn demo_runs_and_verifies() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gzship"))
+        .args(["demo", "--size", "24MiB"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gzship demo failed: {}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("OK:"), "{stdout}");
+    assert!(stdout.contains("shipped"), "{stdout}");
+}
