@@ -239,7 +239,7 @@ async fn source_truncated_mid_job_fails_and_aborts() {
     let source = env.sshd.url(name);
     let dest = format!("s3://{BUCKET}/t.gz");
     // One task at a time, so the later tasks start after the file was cut.
-    let mut child = env
+    let child = env
         .gzship(&[
             "run",
             &source,
