@@ -236,16 +236,19 @@ pub struct SftpTuning {
     /// short (and are then completed with more requests). Too small: low throughput with
     /// little CPU use.
     pub request_size: u32,
-    /// READ requests in flight per connection. Default 32. Memory per range is
-    /// `requests_in_flight * request_size * connections` (8 MiB by default). Throughput is
+    /// READ requests in flight per connection. Default 16. Memory per range is
+    /// `requests_in_flight * request_size * connections` (4 MiB by default). Throughput is
     /// about `requests_in_flight * request_size / round trip time`: raise it for distant
     /// servers. Too low: throughput far below the link and the cipher, worse with latency.
-    /// Too high: memory grows and a congested server answers requests late.
+    /// Too high: memory grows, and on loopback throughput drops again (measured: 16 gave
+    /// ~590 MB/s, 32 gave ~230-380 MB/s; buffers no longer fit in cache).
     pub requests_in_flight: usize,
     /// SSH connections a range is read over. Default 1. Each connection decrypts on its own
     /// core; requests are dealt to connections in turn and bytes still come out in order. Raise
-    /// it when one core's cipher is the limit (measure with `bench/sftp_read.sh`). Each one
-    /// costs a handshake and counts against the server's `MaxStartups` and `MaxSessions`.
+    /// it only where one core's cipher is the limit and spare cores exist (measure with
+    /// `bench/sftp_read.sh --connections 1,2`; on 2 cores shared with sshd, 2 connections were
+    /// slower: ~220 vs ~350 MB/s). Each one costs a handshake and counts against the server's
+    /// `MaxStartups` and `MaxSessions`.
     pub connections: usize,
     /// Time allowed for one TCP connect, SSH handshake, login and SFTP start. Default 30 s.
     /// Too short: slow or busy servers fail with "timed out"; too long: a dead server holds a
@@ -286,7 +289,7 @@ impl Default for SftpTuning {
     fn default() -> Self {
         SftpTuning {
             request_size: OPENSSH_MAX_READ,
-            requests_in_flight: 32,
+            requests_in_flight: 16,
             connections: 1,
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),

@@ -1,0 +1,198 @@
+//! Throughput of `SftpSource::read_range` against `ssh HOST cat FILE`, over loopback to a real
+//! OpenSSH sshd, in one run. Not a test: it measures and prints. Run it with
+//! `bench/sftp_read.sh` (which see for the options).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use gzship_core::source::Source;
+use gzship_core::source::sftp::{
+    HostKeyPolicy, SftpConfig, SftpSource, SftpTuning, SshAuth, SshCipher,
+};
+use gzship_core::types::ByteRange;
+use gzship_testkit::data::{self, DataKind};
+use gzship_testkit::sshd::Sshd;
+
+struct Args {
+    size_mib: u64,
+    dir: String,
+    in_flight: Vec<usize>,
+    request_kib: Vec<u32>,
+    connections: Vec<usize>,
+    ciphers: Vec<String>,
+    repeat: usize,
+    window_mib: Vec<u32>,
+    max_packet: Vec<u32>,
+}
+
+fn list<T: std::str::FromStr>(s: &str) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    s.split(',').map(|x| x.trim().parse().unwrap()).collect()
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        size_mib: 1024,
+        dir: "/dev/shm".into(),
+        in_flight: vec![16],
+        request_kib: vec![255],
+        connections: vec![1],
+        ciphers: vec!["aes128-gcm".into()],
+        repeat: 1,
+        window_mib: vec![16],
+        max_packet: vec![65_535],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        // `cargo bench` passes --bench; ignore it.
+        if flag == "--bench" {
+            continue;
+        }
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--size-mib" => a.size_mib = value.parse().unwrap(),
+            "--dir" => a.dir = value,
+            "--in-flight" => a.in_flight = list(&value),
+            "--request-kib" => a.request_kib = list(&value),
+            "--connections" => a.connections = list(&value),
+            "--ciphers" => a.ciphers = list(&value),
+            "--repeat" => a.repeat = value.parse().unwrap(),
+            "--window-mib" => a.window_mib = list(&value),
+            "--max-packet" => a.max_packet = list(&value),
+            _ => panic!("unknown option {flag}"),
+        }
+    }
+    a
+}
+
+fn cipher(name: &str) -> (SshCipher, &'static str) {
+    match name {
+        "aes128-gcm" => (SshCipher::Aes128Gcm, "aes128-gcm@openssh.com"),
+        "aes256-gcm" => (SshCipher::Aes256Gcm, "aes256-gcm@openssh.com"),
+        "chacha20" => (SshCipher::Chacha20Poly1305, "chacha20-poly1305@openssh.com"),
+        "aes128-ctr" => (SshCipher::Aes128Ctr, "aes128-ctr"),
+        _ => panic!("unknown cipher {name}: aes128-gcm, aes256-gcm, chacha20, aes128-ctr"),
+    }
+}
+
+fn mbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+fn ssh_cat(sshd: &Sshd, file: &Path, openssh_cipher: &str, dir: &Path) -> Duration {
+    let kh = dir.join("known_hosts");
+    std::fs::write(&kh, format!("{}\n", sshd.known_hosts_line())).unwrap();
+    let start = Instant::now();
+    let status = Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-c", openssh_cipher])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", kh.display()))
+        .arg("-i")
+        .arg(&sshd.client_key().private_key_path)
+        .arg("-p")
+        .arg(sshd.port().to_string())
+        .arg(format!("{}@127.0.0.1", sshd.user()))
+        .arg(format!("cat {}", file.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ssh cat failed");
+    start.elapsed()
+}
+
+async fn sftp_read(sshd: &Sshd, file: &Path, tuning: SftpTuning) -> (u64, Duration) {
+    let config = SftpConfig {
+        host: "127.0.0.1".into(),
+        port: sshd.port(),
+        user: sshd.user().into(),
+        auth: SshAuth::private_key(sshd.client_key().private_key_pem.clone(), None),
+        host_key: HostKeyPolicy::fingerprint(sshd.host_key_fingerprint()).unwrap(),
+        tuning,
+    };
+    let src = SftpSource::new(config).unwrap();
+    let path = file.to_str().unwrap();
+    let start = Instant::now();
+    let expect = src.stat(path).await.unwrap();
+    let range = ByteRange::new(0, expect.size).unwrap();
+    let mut stream = src.read_range(path, range, expect).await.unwrap();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        n += chunk.unwrap().len() as u64;
+    }
+    assert_eq!(n, expect.size);
+    (n, start.elapsed())
+}
+
+fn main() {
+    let args = parse_args();
+    let dir = tempfile::Builder::new()
+        .prefix("gzship-bench-")
+        .tempdir_in(&args.dir)
+        .unwrap();
+    let file = dir.path().join("access.log");
+    let size = args.size_mib * 1024 * 1024;
+    let t = Instant::now();
+    data::write_file(&file, DataKind::Logs, size, 42).unwrap();
+    eprintln!(
+        "wrote {} MiB of logs to {} in {:.1?}",
+        args.size_mib,
+        file.display(),
+        t.elapsed()
+    );
+    let sshd = Sshd::start();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "machine: {cores} cores; file: {} MiB of access logs on {}; sshd: OpenSSH on 127.0.0.1:{}",
+        args.size_mib,
+        args.dir,
+        sshd.port()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for c in &args.ciphers {
+        let (ours, openssh) = cipher(c);
+        for _ in 0..args.repeat {
+            let d = ssh_cat(&sshd, &file, openssh, dir.path());
+            println!(
+                "{:>8.0} MB/s  ssh cat                 cipher={c}",
+                mbps(size, d)
+            );
+        }
+        for &connections in &args.connections {
+            for &in_flight in &args.in_flight {
+                for (&kib, &window_mib, &max_packet) in args
+                    .request_kib
+                    .iter()
+                    .flat_map(|k| args.window_mib.iter().map(move |w| (k, w)))
+                    .flat_map(|(k, w)| args.max_packet.iter().map(move |p| (k, w, p)))
+                {
+                    let tuning = SftpTuning {
+                        window_size: window_mib * 1024 * 1024,
+                        max_packet_size: max_packet,
+                        request_size: (kib * 1024).min(261_120),
+                        requests_in_flight: in_flight,
+                        connections,
+                        ciphers: vec![ours],
+                        ..SftpTuning::default()
+                    };
+                    for _ in 0..args.repeat {
+                        let (n, d) = rt.block_on(sftp_read(&sshd, &file, tuning.clone()));
+                        println!(
+                            "{:>8.0} MB/s  SftpSource::read_range cipher={c} request_size={} in_flight={in_flight} connections={connections} window={window_mib}MiB max_packet={max_packet} (incl. connect+stat)",
+                            mbps(n, d),
+                            tuning.request_size
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
