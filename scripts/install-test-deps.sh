@@ -28,12 +28,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # moto's S3 server for crates/testkit/src/s3.rs, pinned: moto 5.2.x answers ListParts (and, in
-# 5.2.1, CompleteMultipartUpload) with root elements aws-sdk-s3 rejects. Keep in step with
+# 5.2.1, CompleteMultipartUpload) with root elements aws-sdk-s3 rejects. Without the crc32c
+# package moto silently computes CRC32 where S3 computes CRC32C. Keep in step with
 # MOTO_VERSION in crates/testkit/src/s3.rs.
 MOTO_VERSION=5.1.22
-if ! python3 -c "import sys, moto, moto.server; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+CRC32C_VERSION=2.9.post0
+if ! python3 -c "import sys, crc32c, moto, moto.server; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
     command -v python3 >/dev/null 2>&1 || apt_install python3 python3-pip
     python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
-    python3 -m pip install --quiet "moto[server]==$MOTO_VERSION" \
-        || python3 -m pip install --quiet --break-system-packages "moto[server]==$MOTO_VERSION"
+    pkgs=("moto[server]==$MOTO_VERSION" "crc32c==$CRC32C_VERSION")
+    python3 -m pip install --quiet "${pkgs[@]}" \
+        || python3 -m pip install --quiet --break-system-packages "${pkgs[@]}"
 fi

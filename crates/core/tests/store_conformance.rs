@@ -32,22 +32,23 @@ struct Behaviour {
     checks_part_order: bool,
     /// An upload id used with another key is `NoSuchUpload` (moto ignores the key).
     binds_upload_to_key: bool,
-    /// UploadPart to an aborted upload is `NoSuchUpload` (moto answers 500 with an empty body).
-    upload_to_aborted_is_no_such_upload: bool,
+    /// UploadPart and Complete of an aborted upload are `NoSuchUpload` (moto answers 500 with an
+    /// empty body).
+    aborted_upload_is_no_such_upload: bool,
 }
 
 const S3: Behaviour = Behaviour {
     lists_part_checksums: true,
     checks_part_order: true,
     binds_upload_to_key: true,
-    upload_to_aborted_is_no_such_upload: true,
+    aborted_upload_is_no_such_upload: true,
 };
 
 const MOTO: Behaviour = Behaviour {
     lists_part_checksums: false,
     checks_part_order: false,
     binds_upload_to_key: false,
-    upload_to_aborted_is_no_such_upload: false,
+    aborted_upload_is_no_such_upload: false,
 };
 
 /// Seeded bytes: the same `(seed, len)` always gives the same body, different seeds differ.
@@ -204,6 +205,45 @@ async fn reupload_replaces_part(store: &impl MultipartStore, dest: &ObjectUrl, q
     assert_eq!(read_all(store, dest).await, new.to_vec());
 }
 
+/// Completing an upload again with the same parts succeeds (a retried Complete whose first
+/// attempt went through), and the object stays as it was.
+async fn complete_again_succeeds(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let (a, b) = (body(35, MIN_PART_SIZE as usize), body(36, 100));
+    let parts = vec![
+        upload(store, dest, &id, 1, &a).await,
+        upload(store, dest, &id, 2, &b).await,
+    ];
+    store.complete_upload(dest, &id, &parts).await.unwrap();
+    store
+        .complete_upload(dest, &id, &parts)
+        .await
+        .unwrap_or_else(|e| panic!("second complete: {}", chain(&e)));
+
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
+
+    if !q.aborted_upload_is_no_such_upload {
+        return;
+    }
+    // When the upload is gone (a retried Complete after success, simulated with another upload
+    // of the key, aborted), the store reports success only if the object at the key is exactly
+    // these parts (size and CRC32Cs).
+    let gone = store.create_upload(dest, &meta()).await.unwrap();
+    store.abort_upload(dest, &gone).await.unwrap();
+    store
+        .complete_upload(dest, &gone, &parts)
+        .await
+        .unwrap_or_else(|e| panic!("complete of a gone upload: {}", chain(&e)));
+    let mut other = parts.clone();
+    other[1].crc32c ^= 1;
+    let err = store
+        .complete_upload(dest, &gone, &other)
+        .await
+        .expect_err("a gone upload completed with parts that are not the object's");
+    assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
+}
+
 /// A non-last part under 5 MiB fails Complete with `EntityTooSmall`, not retryable, nothing at
 /// the key; the upload stays open for the caller to abort.
 async fn entity_too_small(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
@@ -276,7 +316,7 @@ async fn abort_leaves_nothing(store: &impl MultipartStore, dest: &ObjectUrl, q: 
         .upload_part(dest, &id, part(2), body(51, 10))
         .await
         .expect_err("an aborted upload takes no parts");
-    if q.upload_to_aborted_is_no_such_upload {
+    if q.aborted_upload_is_no_such_upload {
         assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
         assert!(!err.is_retryable(), "{err:?}");
     }
@@ -429,6 +469,7 @@ conformance!(
     out_of_order_and_concurrent,
     part_number_gaps,
     reupload_replaces_part,
+    complete_again_succeeds,
     entity_too_small,
     parts_out_of_order_refused,
     abort_leaves_nothing,
@@ -483,6 +524,26 @@ async fn moto_stopped_server_fails_part_upload_fast() {
         "{err:?}"
     );
     assert!(err.is_retryable());
+}
+
+/// moto's composite CRC32C of a multipart object (with the crc32c package installed) is the one
+/// `S3Store` expects, so a retried Complete that finds no upload recognises the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_object_checksum_matches_the_parts() {
+    let (_server, store) = moto().await;
+    let dest = dest("composite");
+    let id = store.create_upload(&dest, &meta()).await.unwrap();
+    let parts = vec![
+        upload(&store, &dest, &id, 1, &body(120, MIN_PART_SIZE as usize)).await,
+        upload(&store, &dest, &id, 4, &body(121, 1000)).await,
+    ];
+    assert!(!store.holds_parts(&dest, &parts).await, "no object yet");
+    store.complete_upload(&dest, &id, &parts).await.unwrap();
+    assert!(store.holds_parts(&dest, &parts).await);
+    let mut other = parts.clone();
+    other[0].crc32c ^= 1;
+    assert!(!store.holds_parts(&dest, &other).await);
+    assert!(!store.holds_parts(&dest, &parts[..1]).await);
 }
 
 /// A server that accepts connections but never answers: the attempt timeout ends the request

@@ -41,10 +41,11 @@ pub const MOTO_VERSION: &str = "5.1.22";
 const LAUNCHER: &str = r#"
 import sys
 try:
+    import crc32c  # without it moto computes CRC32 where S3 computes CRC32C
     import moto
     from moto.server import main
 except ImportError as e:
-    sys.exit(f"gzship-testkit: moto is not installed ({e})")
+    sys.exit(f"gzship-testkit: moto or crc32c is not installed ({e})")
 want = sys.argv[1]
 if moto.__version__ != want:
     sys.exit(f"gzship-testkit: moto {moto.__version__} is installed, the tests need {want}")

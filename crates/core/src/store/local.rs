@@ -220,6 +220,49 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// Whether the object at `dest` is exactly `parts`, by size and each part's CRC32C.
+    async fn holds_parts(&self, dest: &ObjectUrl, parts: &[UploadedPart]) -> Result<bool> {
+        let path = self.object_path(dest)?;
+        let mut file = match fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io("open object", &path, e)),
+        };
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| io("stat object", &path, e))?
+            .len();
+        if len != size {
+            return Ok(false);
+        }
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        for p in parts {
+            let (mut left, mut crc) = (p.size, 0u32);
+            while left > 0 {
+                buf.clear();
+                let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+                let n = (&mut file)
+                    .take(want as u64)
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|e| io("read object", &path, e))?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                crc = crc32c::crc32c_append(crc, &buf);
+                left -= n as u64;
+            }
+            if crc != p.crc32c {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 impl MultipartStore for LocalStore {
     async fn create_upload(&self, dest: &ObjectUrl, meta: &ObjectMeta) -> Result<UploadId> {
         const OP: &str = "create multipart upload of";
@@ -294,7 +337,15 @@ impl MultipartStore for LocalStore {
         parts: &[UploadedPart],
     ) -> Result<()> {
         const OP: &str = "complete multipart upload of";
-        let (dir, manifest) = self.open_upload(OP, dest, upload_id).await?;
+        let (dir, manifest) = match self.open_upload(OP, dest, upload_id).await {
+            Ok(open) => open,
+            // Completing again what already completed succeeds, as on S3 (a retried Complete):
+            // the object at the key must be exactly these parts.
+            Err(e) if has_code(&e, "NoSuchUpload") && self.holds_parts(dest, parts).await? => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let refuse = |code, message| Err(s3_like(OP, dest, code, message));
 
         // S3's checks, on sizes alone first, so a bad list fails before any data is copied.
@@ -766,6 +817,16 @@ fn s3_like(op: &str, dest: &ObjectUrl, code: &'static str, message: String) -> E
         key: dest.key.clone(),
         retryable: false,
         source: Box::new(LocalStoreError { code, message }),
+    }
+}
+
+/// Whether `err` is the local store's S3-like error with `code`.
+fn has_code(err: &Error, code: &str) -> bool {
+    match err {
+        Error::S3 { source, .. } => source
+            .downcast_ref::<LocalStoreError>()
+            .is_some_and(|e| e.code == code),
+        _ => false,
     }
 }
 

@@ -22,7 +22,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -170,6 +170,34 @@ impl S3Store {
         self.send_part(dest, upload_id, number, body, crc32c).await
     }
 
+    /// Whether the object at `dest` is the one `parts` complete to: same size and same
+    /// composite CRC32C (the CRC32C of the parts' CRC32Cs, which S3 reports as `<crc>-<count>`).
+    /// Any failure to tell (no object, no checksum, an error) counts as "no".
+    pub async fn holds_parts(&self, dest: &ObjectUrl, parts: &[UploadedPart]) -> bool {
+        let Ok(head) = self
+            .client
+            .head_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let size: u64 = parts.iter().map(|p| p.size).sum();
+        let (Some(len), Some(checksum)) = (head.content_length(), head.checksum_crc32_c()) else {
+            return false;
+        };
+        let (crc, count) = match checksum.split_once('-') {
+            Some((crc, count)) => (crc, Some(count)),
+            None => (checksum, None),
+        };
+        u64::try_from(len) == Ok(size)
+            && decode_crc32c(crc) == Ok(composite_crc32c(parts))
+            && count.is_none_or(|c| c == parts.len().to_string())
+    }
+
     async fn send_part(
         &self,
         dest: &ObjectUrl,
@@ -250,7 +278,8 @@ impl MultipartStore for S3Store {
         upload_id: &UploadId,
         parts: &[UploadedPart],
     ) -> Result<()> {
-        let parts = parts
+        const OP: &str = "complete multipart upload of";
+        let completed = parts
             .iter()
             .map(|p| {
                 CompletedPart::builder()
@@ -260,20 +289,33 @@ impl MultipartStore for S3Store {
                     .build()
             })
             .collect();
-        self.client
+        let res = self
+            .client
             .complete_multipart_upload()
             .bucket(&dest.bucket)
             .key(&dest.key)
             .upload_id(upload_id.as_str())
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(completed))
                     .build(),
             )
             .send()
-            .await
-            .map_err(|e| s3_error("complete multipart upload of", dest, e))?;
-        Ok(())
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            // The SDK retries a Complete that timed out or failed with a 5xx; when the first
+            // attempt did complete, the retry finds no upload. The object at the key, if it
+            // has exactly these parts' size and composite CRC32C, is ours: report success.
+            Err(e) if e.code() == Some("NoSuchUpload") => {
+                if self.holds_parts(dest, parts).await {
+                    Ok(())
+                } else {
+                    Err(s3_error(OP, dest, e))
+                }
+            }
+            Err(e) => Err(s3_error(OP, dest, e)),
+        }
     }
 
     async fn abort_upload(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<()> {
@@ -526,6 +568,14 @@ fn bad_reply(op: impl Into<String>, dest: &ObjectUrl, reason: impl Into<BoxError
 fn part_i32(number: PartNumber) -> i32 {
     // PartNumber is 1..=10,000.
     i32::try_from(number.get()).unwrap_or(i32::MAX)
+}
+
+/// The checksum S3 gives an object made of `parts` (a "composite" checksum): the CRC32C of the
+/// parts' CRC32Cs, each as 4 big-endian bytes.
+fn composite_crc32c(parts: &[UploadedPart]) -> u32 {
+    parts.iter().fold(0, |crc, p| {
+        crc32c::crc32c_append(crc, &p.crc32c.to_be_bytes())
+    })
 }
 
 /// S3's form of a CRC32C: the 4 big-endian bytes, base64.
