@@ -6,7 +6,7 @@ use gzship_core::Result;
 use gzship_core::source::ByteStream;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store, load_sdk_config};
-use gzship_core::store::{MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use gzship_core::store::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
 use gzship_core::{ObjectUrl, PartNumber, UploadId};
 
 /// Either store, chosen at run time from the destination.
@@ -71,11 +71,7 @@ impl MultipartStore for AnyStore {
         dispatch!(self, s => s.list_uploads(bucket, prefix).await)
     }
 
-    async fn list_parts(
-        &self,
-        dest: &ObjectUrl,
-        upload_id: &UploadId,
-    ) -> Result<Vec<UploadedPart>> {
+    async fn list_parts(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<Vec<ListedPart>> {
         dispatch!(self, s => s.list_parts(dest, upload_id).await)
     }
 

@@ -16,7 +16,7 @@ use gzship_core::plan::worst_case_compressed;
 use gzship_core::source::sftp::{HostKeyPolicy, SftpConfig, SftpSource, SftpTuning, SshAuth};
 use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::store::s3::S3Store;
-use gzship_core::store::{MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use gzship_core::store::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
 use gzship_core::types::{MIB, MIN_PART_SIZE};
 use gzship_core::wire::{Task, TaskReport};
 use gzship_core::worker::{self, WorkerTuning};
@@ -269,7 +269,7 @@ impl MultipartStore for RejectPart {
     async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
         self.inner.list_uploads(bucket, prefix).await
     }
-    async fn list_parts(&self, dest: &ObjectUrl, id: &UploadId) -> Result<Vec<UploadedPart>> {
+    async fn list_parts(&self, dest: &ObjectUrl, id: &UploadId) -> Result<Vec<ListedPart>> {
         self.inner.list_parts(dest, id).await
     }
     async fn get_object(&self, dest: &ObjectUrl) -> Result<ByteStream> {

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
 use crate::error::{Error, Result};
 use crate::source::ByteStream;
 use crate::types::{ETag, MAX_PARTS, MIN_PART_SIZE, ObjectUrl, PartNumber, UploadId};
@@ -495,11 +495,7 @@ impl MultipartStore for LocalStore {
         Ok(uploads)
     }
 
-    async fn list_parts(
-        &self,
-        dest: &ObjectUrl,
-        upload_id: &UploadId,
-    ) -> Result<Vec<UploadedPart>> {
+    async fn list_parts(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<Vec<ListedPart>> {
         let (dir, _) = self.open_upload("list parts of", dest, upload_id).await?;
         let mut entries = fs::read_dir(&dir)
             .await
@@ -543,11 +539,11 @@ impl MultipartStore for LocalStore {
                 sums.update(&buf);
             }
             let (size, crc32c) = (sums.size, sums.crc32c);
-            parts.push(UploadedPart {
+            parts.push(ListedPart {
                 number,
                 etag: sums.etag()?,
                 size,
-                crc32c,
+                crc32c: Some(crc32c),
             });
         }
         Ok(parts)

@@ -37,6 +37,31 @@ pub struct UploadedPart {
     pub crc32c: u32,
 }
 
+/// A part as ListParts reports it. Unlike [`UploadedPart`], its checksum may be unknown: some
+/// S3-compatible stores (moto among them) do not report part checksums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedPart {
+    /// Part number.
+    pub number: PartNumber,
+    /// ETag.
+    pub etag: ETag,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32C of the part, when the store reports it.
+    pub crc32c: Option<u32>,
+}
+
+impl From<UploadedPart> for ListedPart {
+    fn from(p: UploadedPart) -> Self {
+        ListedPart {
+            number: p.number,
+            etag: p.etag,
+            size: p.size,
+            crc32c: Some(p.crc32c),
+        }
+    }
+}
+
 /// A multipart upload that is still open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenUpload {
@@ -95,12 +120,12 @@ pub trait MultipartStore: Send + Sync {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<OpenUpload>>> + Send;
 
-    /// Lists the parts uploaded so far to an open upload.
+    /// Lists the parts uploaded so far to an open upload, in part-number order.
     fn list_parts(
         &self,
         dest: &ObjectUrl,
         upload_id: &UploadId,
-    ) -> impl Future<Output = Result<Vec<UploadedPart>>> + Send;
+    ) -> impl Future<Output = Result<Vec<ListedPart>>> + Send;
 
     /// Streams a completed object back (for `gzship verify`).
     fn get_object(&self, dest: &ObjectUrl) -> impl Future<Output = Result<ByteStream>> + Send;

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::{MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
 use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
@@ -371,11 +371,7 @@ impl MultipartStore for S3Store {
         Ok(uploads)
     }
 
-    async fn list_parts(
-        &self,
-        dest: &ObjectUrl,
-        upload_id: &UploadId,
-    ) -> Result<Vec<UploadedPart>> {
+    async fn list_parts(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<Vec<ListedPart>> {
         const OP: &str = "list parts of";
         let mut parts = Vec::new();
         let mut marker = None::<String>;
@@ -404,15 +400,13 @@ impl MultipartStore for S3Store {
                     .size()
                     .and_then(|s| u64::try_from(s).ok())
                     .ok_or_else(|| missing(OP, dest, "Size"))?;
+                // Uploads created by gzship have one on S3; moto and some S3-compatible stores
+                // never report part checksums.
                 let crc32c = p
                     .checksum_crc32_c()
-                    .ok_or_else(|| {
-                        // Uploads created by gzship have one; moto and some S3-compatible
-                        // stores never report part checksums.
-                        missing(OP, dest, &format!("ChecksumCRC32C for part {number}"))
-                    })
-                    .and_then(|c| decode_crc32c(c).map_err(|e| bad_reply(OP, dest, e)))?;
-                parts.push(UploadedPart {
+                    .map(|c| decode_crc32c(c).map_err(|e| bad_reply(OP, dest, e)))
+                    .transpose()?;
+                parts.push(ListedPart {
                     number,
                     etag,
                     size,
