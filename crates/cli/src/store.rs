@@ -79,6 +79,21 @@ impl MultipartStore for AnyStore {
         dispatch!(self, s => s.get_object(dest).await)
     }
 
+    async fn put_tags(
+        &self,
+        dest: &ObjectUrl,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        dispatch!(self, s => s.put_tags(dest, tags).await)
+    }
+
+    async fn get_tags(
+        &self,
+        dest: &ObjectUrl,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        dispatch!(self, s => s.get_tags(dest).await)
+    }
+
     async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
         dispatch!(self, s => s.head_object(dest).await)
     }

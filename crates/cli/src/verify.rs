@@ -36,6 +36,8 @@ pub struct VerifyReport {
     pub expected: Digest32,
     /// The decompressed object's digest.
     pub actual: Digest32,
+    /// The CRC-32 recorded in the object's `gzship-crc32` tag when it was shipped, if any.
+    pub recorded_crc32: Option<u32>,
     /// Whether they match.
     pub ok: bool,
 }
@@ -116,13 +118,23 @@ pub async fn verify<S: Source, M: MultipartStore>(
         actual
     )?;
     let (expected, (actual, object_bytes)) = (expected, actual);
+    let recorded_crc32 = match store.get_tags(dest).await {
+        Ok(tags) => tags
+            .get(gzship_core::master::CRC32_TAG)
+            .and_then(|v| u32::from_str_radix(v, 16).ok()),
+        Err(e) => {
+            tracing::warn!(error = %gzship_core::error::chain(&e), "cannot read the object's tags");
+            None
+        }
+    };
     Ok(VerifyReport {
         source: source_url.to_string(),
         destination: dest.to_string(),
         object_bytes,
-        ok: expected == actual,
+        ok: expected == actual && recorded_crc32.is_none_or(|c| c == actual.crc32),
         expected,
         actual,
+        recorded_crc32,
     })
 }
 

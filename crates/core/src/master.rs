@@ -50,6 +50,9 @@ impl Default for MasterConfig {
     }
 }
 
+/// Object tag holding the CRC-32 of the whole source (8 hex digits), as gzip's trailers do.
+pub const CRC32_TAG: &str = "gzship-crc32";
+
 /// Content-Type of every object gzship writes.
 pub const CONTENT_TYPE: &str = "application/gzip";
 
@@ -128,6 +131,15 @@ where
     let crc32 = reports.iter().fold(0u32, |crc, r| {
         gzip::crc32_combine(crc, r.crc32, r.bytes_read)
     });
+    // The CRC-32 is known only now, and S3 metadata is fixed at creation: record it as a tag.
+    // The object is complete and correct either way, so a refused tag is a warning.
+    let tags = BTreeMap::from([(CRC32_TAG.to_owned(), format!("{crc32:08x}"))]);
+    if let Err(e) = store.put_tags(&request.destination, &tags).await {
+        tracing::warn!(
+            error = %chain(&e),
+            "could not tag the object with the source's CRC-32 (needs s3:PutObjectTagging)"
+        );
+    }
     let object_bytes: u64 = parts.iter().map(|p| p.size).sum();
     let seconds = started.elapsed().as_secs_f64();
     let report = JobReport {

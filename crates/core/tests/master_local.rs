@@ -167,6 +167,11 @@ async fn multi_task_job_completes_and_decodes() {
     assert_eq!(size, report.object_bytes);
     assert_eq!(meta.content_type, "application/gzip");
     assert_eq!(meta.metadata["gzship-source-size"], data.len().to_string());
+    let tags = f.store.get_tags(&f.dest).await.unwrap();
+    assert_eq!(
+        tags[master::CRC32_TAG],
+        format!("{:08x}", crc32fast::hash(&data))
+    );
     no_open_uploads(&f).await;
 }
 

@@ -395,6 +395,29 @@ async fn upload_id_is_bound_to_its_key(
     store.abort_upload(dest, &id).await.unwrap();
 }
 
+/// Tags can be set on a completed object and read back; a new object replaces them.
+async fn tags_round_trip(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let p = upload(store, dest, &id, 1, &body(70, 100)).await;
+    store.complete_upload(dest, &id, &[p]).await.unwrap();
+    assert!(store.get_tags(dest).await.unwrap().is_empty());
+    let tags = std::collections::BTreeMap::from([
+        ("gzship-crc32".to_owned(), "0a1b2c3d".to_owned()),
+        ("other".to_owned(), "x".to_owned()),
+    ]);
+    store.put_tags(dest, &tags).await.unwrap();
+    assert_eq!(store.get_tags(dest).await.unwrap(), tags);
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let p = upload(store, dest, &id, 1, &body(71, 100)).await;
+    store.complete_upload(dest, &id, &[p]).await.unwrap();
+    assert!(store.get_tags(dest).await.unwrap().is_empty());
+    let missing = ObjectUrl {
+        bucket: dest.bucket.clone(),
+        key: format!("{}-missing", dest.key),
+    };
+    assert!(store.put_tags(&missing, &tags).await.is_err());
+}
+
 /// The object streams back in more than one chunk and with the same bytes (no whole-object
 /// buffering is visible to the caller, and chunk boundaries do not lose bytes).
 async fn get_object_streams(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
@@ -470,6 +493,7 @@ conformance!(
     list_uploads_by_prefix,
     upload_id_is_bound_to_its_key,
     get_object_streams,
+    tags_round_trip,
 );
 
 /// After a suite fn (which completes or aborts every upload it makes), the local store has no

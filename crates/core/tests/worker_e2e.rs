@@ -275,6 +275,19 @@ impl MultipartStore for RejectPart {
     async fn get_object(&self, dest: &ObjectUrl) -> Result<ByteStream> {
         self.inner.get_object(dest).await
     }
+    async fn put_tags(
+        &self,
+        dest: &ObjectUrl,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.inner.put_tags(dest, tags).await
+    }
+    async fn get_tags(
+        &self,
+        dest: &ObjectUrl,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        self.inner.get_tags(dest).await
+    }
     async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
         self.inner.head_object(dest).await
     }

@@ -165,6 +165,23 @@ impl LocalStore {
         }
     }
 
+    /// Where the metadata of an existing object lives (`NoSuchKey` when there is no object).
+    async fn meta_path(&self, op: &str, dest: &ObjectUrl) -> Result<PathBuf> {
+        if self.head_object(dest).await?.is_none() {
+            return Err(s3_like(
+                op,
+                dest,
+                "NoSuchKey",
+                "there is no object at the key".to_owned(),
+            ));
+        }
+        let bucket = self.bucket_dir(&dest.bucket)?;
+        let key = checked_key(&dest.key)?;
+        Ok(bucket
+            .join(META_DIR)
+            .join(format!("{}.json", key.display())))
+    }
+
     /// The bucket directory, which must exist (`NoSuchBucket` otherwise).
     async fn existing_bucket(&self, op: &str, dest: &ObjectUrl) -> Result<PathBuf> {
         let dir = self.bucket_dir(&dest.bucket)?;
@@ -574,6 +591,32 @@ impl MultipartStore for LocalStore {
         Ok(Box::pin(chunks))
     }
 
+    async fn put_tags(&self, dest: &ObjectUrl, tags: &BTreeMap<String, String>) -> Result<()> {
+        let meta_path = self.meta_path("tag object", dest).await?;
+        let mut stored = read_json::<StoredMeta>(&meta_path)
+            .await?
+            .unwrap_or(StoredMeta {
+                content_type: String::new(),
+                metadata: BTreeMap::new(),
+                tags: BTreeMap::new(),
+            });
+        stored.tags = tags.clone();
+        if let Some(parent) = meta_path.parent() {
+            fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io("create directory", parent, e))?;
+        }
+        write_json(&meta_path, &stored).await
+    }
+
+    async fn get_tags(&self, dest: &ObjectUrl) -> Result<BTreeMap<String, String>> {
+        let meta_path = self.meta_path("read tags of", dest).await?;
+        Ok(read_json::<StoredMeta>(&meta_path)
+            .await?
+            .map(|m| m.tags)
+            .unwrap_or_default())
+    }
+
     async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
         let bucket = self.bucket_dir(&dest.bucket)?;
         let key = checked_key(&dest.key)?;
@@ -602,6 +645,9 @@ impl MultipartStore for LocalStore {
 struct StoredMeta {
     content_type: String,
     metadata: BTreeMap<String, String>,
+    /// Object tags, set after the object is complete.
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
 }
 
 impl From<ObjectMeta> for StoredMeta {
@@ -609,6 +655,7 @@ impl From<ObjectMeta> for StoredMeta {
         StoredMeta {
             content_type: m.content_type,
             metadata: m.metadata,
+            tags: BTreeMap::new(),
         }
     }
 }

@@ -130,6 +130,21 @@ pub trait MultipartStore: Send + Sync {
     /// Streams a completed object back (for `gzship verify`).
     fn get_object(&self, dest: &ObjectUrl) -> impl Future<Output = Result<ByteStream>> + Send;
 
+    /// Replaces the tags of a completed object (S3 object tagging: at most 10, keys up to 128
+    /// and values up to 256 characters). gzship records there what is known only after the
+    /// upload, the source's CRC-32. A new object has no tags.
+    fn put_tags(
+        &self,
+        dest: &ObjectUrl,
+        tags: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The tags of a completed object.
+    fn get_tags(
+        &self,
+        dest: &ObjectUrl,
+    ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
+
     /// The object's size and metadata, or `None` if nothing is at the key.
     fn head_object(
         &self,

@@ -9,7 +9,7 @@
 //! key, whether a retry can help (from the SDK's error kind, the HTTP status and the error code,
 //! never the message), and the SDK error as the source (its chain shows the S3 error code).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -22,7 +22,9 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Tag, Tagging,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -456,6 +458,45 @@ impl MultipartStore for S3Store {
             }
         });
         Ok(Box::pin(chunks))
+    }
+
+    async fn put_tags(&self, dest: &ObjectUrl, tags: &BTreeMap<String, String>) -> Result<()> {
+        const OP: &str = "tag object";
+        let tag_set = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| bad_reply(OP, dest, e))?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(|e| bad_reply(OP, dest, e))?;
+        self.client
+            .put_object_tagging()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map_err(|e| s3_error(OP, dest, e))?;
+        Ok(())
+    }
+
+    async fn get_tags(&self, dest: &ObjectUrl) -> Result<BTreeMap<String, String>> {
+        const OP: &str = "read tags of";
+        let out = self
+            .client
+            .get_object_tagging()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .send()
+            .await
+            .map_err(|e| s3_error(OP, dest, e))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| (t.key().to_owned(), t.value().to_owned()))
+            .collect())
     }
 
     async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
