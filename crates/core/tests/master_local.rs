@@ -19,7 +19,7 @@ use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::store::MultipartStore;
 use gzship_core::store::local::LocalStore;
 use gzship_core::types::{KIB, MIB};
-use gzship_core::wire::{JobRequest, Task, TaskReport};
+use gzship_core::wire::{JobReport, JobRequest, Task, TaskReport};
 use gzship_core::worker::WorkerTuning;
 use gzship_core::{ByteRange, ObjectUrl};
 use gzship_testkit::data::{DataKind, generate, sha256};
@@ -124,6 +124,37 @@ fn fast_config() -> MasterConfig {
     }
 }
 
+/// Runs a job of `tasks` tasks over `source` into the fixture's store with in-process workers.
+async fn ship(
+    f: &Fixture,
+    source: &Arc<MemorySource>,
+    tasks: u32,
+    config: &MasterConfig,
+) -> Result<JobReport> {
+    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
+    ship_with(f, source, tasks, config, &invoker).await
+}
+
+async fn ship_with<I: Invoker>(
+    f: &Fixture,
+    source: &Arc<MemorySource>,
+    tasks: u32,
+    config: &MasterConfig,
+    invoker: &I,
+) -> Result<JobReport> {
+    let req = request(&f.dest, tasks);
+    master::run(
+        &req,
+        "job",
+        source.as_ref(),
+        &f.store,
+        invoker,
+        config,
+        None,
+    )
+    .await
+}
+
 async fn object_sha(f: &Fixture) -> String {
     let path = f.store.object_path(&f.dest).unwrap();
     let gz = std::fs::read(path).unwrap();
@@ -146,19 +177,7 @@ async fn multi_task_job_completes_and_decodes() {
     data.extend(generate(DataKind::Zeros, 7 * MIB as usize, 0));
     data.extend(generate(DataKind::Random, 6 * MIB as usize + 5, 2));
     let source = Arc::new(MemorySource::new(data.clone()));
-    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
-    let req = request(&f.dest, 5);
-    let report = master::run(
-        &req,
-        "job",
-        source.as_ref(),
-        &f.store,
-        &invoker,
-        &fast_config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let report = ship(&f, &source, 5, &fast_config()).await.unwrap();
     assert_eq!(report.source_bytes, data.len() as u64);
     assert_eq!(report.tasks, 5);
     assert_eq!(report.crc32, crc32fast::hash(&data));
@@ -179,18 +198,7 @@ async fn multi_task_job_completes_and_decodes() {
 async fn empty_source_gives_a_valid_empty_gzip() {
     let f = fixture();
     let source = Arc::new(MemorySource::new(Vec::new()));
-    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
-    let report = master::run(
-        &request(&f.dest, 1),
-        "job",
-        source.as_ref(),
-        &f.store,
-        &invoker,
-        &fast_config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let report = ship(&f, &source, 1, &fast_config()).await.unwrap();
     assert_eq!(report.object_bytes, 20);
     assert_eq!(object_sha(&f).await, sha256(b""));
 }
@@ -201,18 +209,7 @@ async fn retryable_failures_are_retried() {
     let data = generate(DataKind::Logs, 12 * MIB as usize, 3);
     let source = Arc::new(MemorySource::new(data.clone()));
     source.fail_reads.store(2, Ordering::SeqCst);
-    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
-    let report = master::run(
-        &request(&f.dest, 3),
-        "job",
-        source.as_ref(),
-        &f.store,
-        &invoker,
-        &fast_config(),
-        None,
-    )
-    .await
-    .unwrap();
+    let report = ship(&f, &source, 3, &fast_config()).await.unwrap();
     assert_eq!(report.retries, 2);
     assert_eq!(object_sha(&f).await, sha256(&data));
 }
@@ -223,18 +220,7 @@ async fn persistent_failure_aborts_and_leaves_nothing() {
     let data = generate(DataKind::Logs, 12 * MIB as usize, 4);
     let source = Arc::new(MemorySource::new(data));
     source.fail_reads.store(1000, Ordering::SeqCst);
-    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
-    let err = master::run(
-        &request(&f.dest, 3),
-        "job",
-        source.as_ref(),
-        &f.store,
-        &invoker,
-        &fast_config(),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = ship(&f, &source, 3, &fast_config()).await.unwrap_err();
     let msg = gzship_core::error::chain(&err);
     assert!(msg.contains("connection reset"), "{msg}");
     assert!(msg.contains("task"), "{msg}");
@@ -266,17 +252,9 @@ async fn inconsistent_reports_abort_the_job() {
         f.store.clone(),
         WorkerTuning::default(),
     ));
-    let err = master::run(
-        &request(&f.dest, 3),
-        "job",
-        source.as_ref(),
-        &f.store,
-        &invoker,
-        &fast_config(),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = ship_with(&f, &source, 3, &fast_config(), &invoker)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::BadReport { index: 1, .. }), "{err}");
     assert!(f.store.head_object(&f.dest).await.unwrap().is_none());
     no_open_uploads(&f).await;
@@ -286,7 +264,6 @@ async fn inconsistent_reports_abort_the_job() {
 async fn disallowed_paths_fail_before_anything_is_created() {
     let f = fixture();
     let source = Arc::new(MemorySource::new(vec![1, 2, 3]));
-    let invoker = LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default());
     let config = MasterConfig {
         policy: gzship_core::config::AccessPolicy {
             source_paths: Some(vec!["/var/log".into()]),
@@ -294,17 +271,7 @@ async fn disallowed_paths_fail_before_anything_is_created() {
         },
         ..fast_config()
     };
-    let err = master::run(
-        &request(&f.dest, 1),
-        "job",
-        source.as_ref(),
-        &f.store,
-        &invoker,
-        &config,
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = ship(&f, &source, 1, &config).await.unwrap_err();
     assert!(matches!(err, Error::NotAllowed { .. }), "{err}");
     no_open_uploads(&f).await;
 }
