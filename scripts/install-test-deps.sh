@@ -40,3 +40,16 @@ if ! python3 -c "import sys, crc32c, moto, moto.server; sys.exit(moto.__version_
     python3 -m pip install --quiet "${pkgs[@]}" \
         || python3 -m pip install --quiet --break-system-packages "${pkgs[@]}"
 fi
+
+# cargo-lambda: `cargo lambda watch` runs the Lambda functions under a runtime emulator in
+# crates/lambda/tests/e2e_watch.rs (and `cargo lambda build` builds them for deployment).
+# cfn-lint checks infra/template.yaml in crates/lambda/tests/template_lint.rs.
+pip_install() {
+    python3 -m pip install --quiet "$@" \
+        || python3 -m pip install --quiet --break-system-packages "$@"
+}
+command -v cargo-lambda >/dev/null 2>&1 || pip_install cargo-lambda
+command -v cfn-lint >/dev/null 2>&1 || pip_install cfn-lint
+
+# pip under pyenv puts console scripts behind shims; make sure the new ones resolve now.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
