@@ -13,6 +13,8 @@
 //! - [`store`]: the [`MultipartStore`](store::MultipartStore) trait, S3 and local adapters.
 //! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
 //! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait and the in-process invoker.
+//! - `invoke_lambda` (feature `lambda`): the AWS Lambda invoker and the worker error types that
+//!   cross the wire.
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
 //! - [`config`]: typed configuration and [`Secret`](config::Secret).
 //! - [`error`]: the one [`Error`] type.
@@ -22,6 +24,8 @@ pub mod config;
 pub mod error;
 pub mod gzip;
 pub mod invoke;
+#[cfg(feature = "lambda")]
+pub mod invoke_lambda;
 pub mod master;
 pub mod plan;
 pub mod source;

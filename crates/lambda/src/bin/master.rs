@@ -1,0 +1,54 @@
+//! The master function: an event in, a job run by worker functions, its report out.
+//! Configuration and accepted events: `gzship_lambda::config`, `gzship_lambda::event`.
+
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use gzship_core::invoke_lambda::LambdaInvoker;
+use gzship_core::store::s3::{S3Store, load_sdk_config};
+use gzship_lambda::config::MasterEnv;
+use gzship_lambda::credentials::{CredentialSource, Credentials};
+use gzship_lambda::master::{MasterDeps, handle_event};
+use gzship_lambda::runtime::{env_var, init_tracing};
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let env = MasterEnv::from_lookup(&env_var).context("read the master's configuration")?;
+    let sdk = load_sdk_config().await;
+    let store = S3Store::new(&sdk, &env.s3);
+    let secrets = matches!(env.ssh.credentials, CredentialSource::SecretsManager(_))
+        .then(|| aws_sdk_secretsmanager::Client::new(&sdk));
+    let credentials = Credentials::new(env.ssh.credentials.clone(), secrets);
+    let lambda =
+        aws_sdk_lambda::Client::from_conf(LambdaInvoker::client_config(&sdk, env.worker_timeout));
+    let invoker = LambdaInvoker::new(lambda, &env.worker_function, env.worker_timeout);
+    let deps = MasterDeps {
+        credentials: &credentials,
+        store: &store,
+        invoker: &invoker,
+    };
+    let (env, deps) = (&env, &deps);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let request_id = event.context.request_id.clone();
+        // Boxed: the job's future is too deep for the compiler to lay out inline.
+        let result = Box::pin(handle_event(
+            event.payload,
+            &request_id,
+            SystemTime::now(),
+            env,
+            deps,
+        ))
+        .await;
+        if let Err(e) = &result {
+            tracing::error!(
+                error_type = %e.error_type(), error = %gzship_core::error::chain(e), "job failed"
+            );
+        }
+        result
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}

@@ -1,0 +1,39 @@
+//! The worker function: one task in, its parts uploaded, its report out. Configuration:
+//! `gzship_lambda::config`.
+
+use anyhow::Context as _;
+use gzship_core::store::s3::{S3Store, load_sdk_config};
+use gzship_lambda::config::WorkerEnv;
+use gzship_lambda::credentials::{CredentialSource, Credentials};
+use gzship_lambda::error::HandlerError;
+use gzship_lambda::runtime::{env_var, init_tracing};
+use gzship_lambda::worker::handle_task;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let env = WorkerEnv::from_lookup(&env_var).context("read the worker's configuration")?;
+    let sdk = load_sdk_config().await;
+    let store = S3Store::new(&sdk, &env.s3);
+    let secrets = matches!(env.ssh.credentials, CredentialSource::SecretsManager(_))
+        .then(|| aws_sdk_secretsmanager::Client::new(&sdk));
+    let credentials = Credentials::new(env.ssh.credentials.clone(), secrets);
+    let (env, credentials, store) = (&env, &credentials, &store);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let result = handle_task(event.payload, env, credentials, store).await;
+        if let Err(e) = &result {
+            log_failure(e);
+        }
+        result
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!("lambda runtime: {e}"))
+}
+
+fn log_failure(e: &HandlerError) {
+    tracing::error!(
+        error_type = %e.error_type(), error = %gzship_core::error::chain(e), "task failed"
+    );
+}

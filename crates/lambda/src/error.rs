@@ -1,0 +1,115 @@
+//! The handlers' error: gzship's [`Error`] plus what only a Lambda function can get wrong (its
+//! environment, its secret), and its conversion to the runtime's [`Diagnostic`].
+
+use gzship_core::Error;
+use gzship_core::error::{BoxError, chain};
+use gzship_core::invoke_lambda::encode_error_type;
+use lambda_runtime::Diagnostic;
+
+/// Why a handler failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// An error of the engine (bad input, SFTP, S3, a failed task, ...).
+    #[error(transparent)]
+    Core(#[from] Error),
+
+    /// A configuration variable is missing or malformed.
+    #[error("environment variable {name}: {reason}")]
+    Config {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong and what to set.
+        reason: String,
+    },
+
+    /// Fetching the SSH credential from Secrets Manager failed.
+    #[error("get secret {secret_id} from secrets manager")]
+    SecretFetch {
+        /// The secret's name or ARN.
+        secret_id: String,
+        /// Whether another attempt can help (throttling, network).
+        retryable: bool,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The secret does not hold a credential in a known form. Never carries the secret's text.
+    #[error("secret {secret_id} does not hold an ssh credential: {reason}")]
+    SecretFormat {
+        /// The secret's name or ARN.
+        secret_id: String,
+        /// What is wrong, without any of the secret's content.
+        reason: String,
+    },
+}
+
+impl HandlerError {
+    /// Whether retrying the same invocation can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HandlerError::Core(e) => e.is_retryable(),
+            HandlerError::SecretFetch { retryable, .. } => *retryable,
+            HandlerError::Config { .. } | HandlerError::SecretFormat { .. } => false,
+        }
+    }
+
+    /// A stable name for the error's kind (without the retryability prefix).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Core(e) => e.error_type(),
+            HandlerError::Config { .. } => "Config",
+            HandlerError::SecretFetch { .. } => "SecretFetch",
+            HandlerError::SecretFormat { .. } => "SecretFormat",
+        }
+    }
+
+    /// The Lambda `errorType`: `Retryable.{kind}` or `Fatal.{kind}`, which the master's Lambda
+    /// invoker decodes back.
+    pub fn error_type(&self) -> String {
+        match self {
+            // A failed task is reported as the worker's own error type.
+            HandlerError::Core(Error::Task { source, .. }) => match source.as_ref() {
+                Error::Remote {
+                    error_type,
+                    retryable,
+                    ..
+                } => encode_error_type(error_type, *retryable),
+                other => gzship_core::invoke_lambda::error_type_of(other),
+            },
+            HandlerError::Core(e) => gzship_core::invoke_lambda::error_type_of(e),
+            _ => encode_error_type(self.kind(), self.is_retryable()),
+        }
+    }
+}
+
+impl From<HandlerError> for Diagnostic {
+    fn from(err: HandlerError) -> Diagnostic {
+        Diagnostic {
+            error_type: err.error_type(),
+            error_message: chain(&err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostics_carry_a_stable_type_and_the_whole_chain() {
+        let err = HandlerError::Core(Error::SftpStat {
+            path: "/data/f".into(),
+            source: "connection reset by peer".into(),
+        });
+        let d = Diagnostic::from(err);
+        assert_eq!(d.error_type, "Retryable.SftpStat");
+        assert_eq!(d.error_message, "stat /data/f: connection reset by peer");
+        let d = Diagnostic::from(HandlerError::SecretFormat {
+            secret_id: "gzship/ssh".into(),
+            reason: "neither private_key nor password is set".into(),
+        });
+        assert_eq!(d.error_type, "Fatal.SecretFormat");
+    }
+}

@@ -1,0 +1,286 @@
+//! The master handler: an event in, jobs run through [`master::run`] with workers invoked by an
+//! [`Invoker`], the job report (or an SQS partial batch response) out.
+//!
+//! SQS batches: each message is one job, run one after the other; a message whose job fails
+//! (or that cannot be parsed) is returned in `batchItemFailures`, so SQS redelivers only that
+//! message and, after the queue's `maxReceiveCount`, moves it to the dead-letter queue. The
+//! template's event source mapping sets `ReportBatchItemFailures` and a batch size of 1, since
+//! one job may take most of the master's 15 minutes.
+
+use std::time::{Duration, SystemTime};
+
+use gzship_core::invoke::Invoker;
+use gzship_core::master;
+use gzship_core::plan::{self, Tuning};
+use gzship_core::source::{ByteStream, Source, SourceStat};
+use gzship_core::store::MultipartStore;
+use gzship_core::wire::{JobReport, JobRequest};
+use gzship_core::{ByteRange, Error, ObjectUrl, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::MasterEnv;
+use crate::credentials::Credentials;
+use crate::error::HandlerError;
+use crate::event::{EventKind, ParseContext, Trigger, parse_event};
+use crate::worker::sftp_source;
+
+/// What the master returns.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum MasterResponse {
+    /// The report of the one job.
+    Job(JobReport),
+    /// For SQS: the messages that failed (an empty list acknowledges the whole batch).
+    Batch(SqsBatchResponse),
+}
+
+/// Lambda's partial batch response for SQS.
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SqsBatchResponse {
+    /// The failed messages.
+    #[serde(rename = "batchItemFailures")]
+    pub batch_item_failures: Vec<BatchItemFailure>,
+}
+
+/// One failed SQS message.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct BatchItemFailure {
+    /// The message's `messageId`.
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
+}
+
+/// The master's dependencies, built once per execution environment.
+#[derive(Debug)]
+pub struct MasterDeps<'a, M, I> {
+    /// The SSH credential.
+    pub credentials: &'a Credentials,
+    /// Where objects go.
+    pub store: &'a M,
+    /// How tasks run (the Lambda invoker in AWS).
+    pub invoker: &'a I,
+}
+
+/// Handles one master event. `request_id` names the job in logs; `now` is the time used when
+/// the event carries none.
+pub async fn handle_event<M: MultipartStore, I: Invoker>(
+    event: Value,
+    request_id: &str,
+    now: SystemTime,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<MasterResponse, HandlerError> {
+    let ctx = ParseContext {
+        template: env.template.as_ref(),
+        policy: &env.master.policy,
+        now,
+    };
+    match parse_event(&event, &ctx)? {
+        Trigger::Job { kind, job } => {
+            let report = run_job(&job, kind, request_id, env, deps).await?;
+            Ok(MasterResponse::Job(report))
+        }
+        Trigger::Sqs(items) => {
+            let mut response = SqsBatchResponse::default();
+            for item in items {
+                let outcome = match item.job {
+                    Ok((kind, job)) => {
+                        let id = format!("{request_id}-{}", item.message_id);
+                        run_job(&job, kind, &id, env, deps).await.map(|_| ())
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = outcome {
+                    tracing::error!(
+                        message_id = %item.message_id, error = %gzship_core::error::chain(&e),
+                        "sqs message failed; reporting it as a batch item failure"
+                    );
+                    response.batch_item_failures.push(BatchItemFailure {
+                        item_identifier: item.message_id,
+                    });
+                }
+            }
+            Ok(MasterResponse::Batch(response))
+        }
+    }
+}
+
+/// Runs one job: checks the policy, stats the source once, refuses a job that cannot finish
+/// inside the master's timeout, then runs [`master::run`].
+pub async fn run_job<M: MultipartStore, I: Invoker>(
+    job: &JobRequest,
+    kind: EventKind,
+    request_id: &str,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<JobReport, HandlerError> {
+    env.master.policy.check_source(&job.source)?;
+    env.master.policy.check_destination(&job.destination)?;
+    job.tuning.validate()?;
+    let job_id = job_id(&job.destination, request_id);
+    tracing::info!(
+        job = %job_id, trigger = kind.name(), source = %job.source,
+        destination = %job.destination, "job received"
+    );
+    let source = sftp_source(&job.source, &env.ssh, deps.credentials).await?;
+    let stat = source.stat(&job.source.path).await?;
+    if stat.is_file {
+        check_duration(stat.size, &job.tuning, env)?;
+    }
+    let source = StatOnce {
+        inner: &source,
+        path: &job.source.path,
+        stat,
+    };
+    let report = master::run(
+        job,
+        &job_id,
+        &source,
+        deps.store,
+        deps.invoker,
+        &env.master,
+        None,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// A job id for logs: the key's file name and the Lambda request id.
+fn job_id(dest: &ObjectUrl, request_id: &str) -> String {
+    let name = dest.key.rsplit('/').next().unwrap_or(&dest.key);
+    format!("{name}-{request_id}")
+}
+
+/// Throughput the core master assumes when it sizes tasks to the worker's time limit.
+const MASTER_ASSUMED_BYTES_PER_S: f64 = 50e6;
+/// Time the master keeps for itself (stat, create, complete, abort) out of its timeout.
+const MASTER_MARGIN: Duration = Duration::from_secs(60);
+
+/// Refuses a job whose tasks cannot all finish inside the master's own timeout: with
+/// `concurrency` tasks at a time, each taking its bytes at `worker_mb_per_s`, the rounds of
+/// tasks must end `MASTER_MARGIN` before the timeout. Says what to change.
+pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
+    let mut tuning = tuning.clone();
+    let per_task = (env.worker_timeout.as_secs_f64() * 0.75 * MASTER_ASSUMED_BYTES_PER_S) as u64;
+    tuning.max_task_size = Some(tuning.max_task_size.unwrap_or(u64::MAX).min(per_task));
+    let plan = plan::plan(size, &tuning)?;
+    let tasks = plan.tasks.len() as u64;
+    let longest = plan.tasks.iter().map(|t| t.range.len()).max().unwrap_or(0);
+    let bytes_per_s = env.worker_mb_per_s * 1e6;
+    let task_secs = longest as f64 / bytes_per_s;
+    let concurrency = env.master.concurrency.max(1) as u64;
+    let rounds = tasks.div_ceil(concurrency);
+    let starts = env.master.start_interval.as_secs_f64() * tasks as f64;
+    let estimate = rounds as f64 * task_secs + starts;
+    let budget = env
+        .master_timeout
+        .saturating_sub(MASTER_MARGIN)
+        .as_secs_f64();
+    if estimate <= budget {
+        return Ok(());
+    }
+    let advice = if task_secs + starts >= budget {
+        "lower tuning.task_size (or give more tasks), or raise GZSHIP_MASTER_TIMEOUT_SECS with \
+         the master function's timeout"
+            .to_owned()
+    } else {
+        let per_slot = ((budget - starts) / task_secs).floor().max(1.0) as u64;
+        let needed = tasks.div_ceil(per_slot);
+        format!(
+            "raise GZSHIP_CONCURRENCY to at least {needed} (and the worker function's reserved \
+             concurrency with it), or ship the file with the gzship CLI, which has no time limit"
+        )
+    };
+    Err(Error::Plan {
+        size,
+        reason: format!(
+            "its {tasks} tasks of up to {longest} bytes take about {task_secs:.0} s each at an \
+             assumed {} MB/s per worker (GZSHIP_WORKER_MB_PER_S); {concurrency} at a time that \
+             is about {estimate:.0} s, more than the {budget:.0} s the master has inside its \
+             {} s timeout: {advice}",
+            env.worker_mb_per_s,
+            env.master_timeout.as_secs()
+        ),
+    })
+}
+
+/// A source whose stat of one path was already taken: the handler stats once to check the
+/// job's duration, and [`master::run`] gets the same answer without a second connection.
+struct StatOnce<'a, S> {
+    inner: &'a S,
+    path: &'a str,
+    stat: SourceStat,
+}
+
+impl<S: Source> Source for StatOnce<'_, S> {
+    async fn stat(&self, path: &str) -> Result<SourceStat> {
+        if path == self.path {
+            Ok(self.stat)
+        } else {
+            self.inner.stat(path).await
+        }
+    }
+
+    async fn read_range(
+        &self,
+        path: &str,
+        range: ByteRange,
+        expect: SourceStat,
+    ) -> Result<ByteStream> {
+        self.inner.read_range(path, range, expect).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use gzship_core::types::{GIB, TIB};
+
+    use super::*;
+
+    fn env() -> MasterEnv {
+        let vars = |k: &str| -> Option<String> {
+            match k {
+                "GZSHIP_ALLOWED_SOURCE_PATHS" => Some("/".into()),
+                "GZSHIP_ALLOWED_DESTINATIONS" => Some("s3://bucket".into()),
+                "GZSHIP_HOST_KEY" => {
+                    Some("SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".into())
+                }
+                "GZSHIP_SSH_KEY_FILE" => Some("/dev/null".into()),
+                "GZSHIP_WORKER_FUNCTION" => Some("w".into()),
+                _ => None,
+            }
+        };
+        MasterEnv::from_lookup(&vars).unwrap()
+    }
+
+    #[test]
+    fn jobs_that_fit_the_masters_timeout_pass() {
+        let env = env();
+        check_duration(100 * GIB, &Tuning::default(), &env).unwrap();
+        check_duration(0, &Tuning::default(), &env).unwrap();
+    }
+
+    #[test]
+    fn jobs_too_long_for_the_master_say_what_to_change() {
+        let env = env();
+        let err = check_duration(TIB, &Tuning::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GZSHIP_CONCURRENCY to at least"), "{err}");
+        let mut env = env;
+        env.master.concurrency = 64;
+        check_duration(TIB, &Tuning::default(), &env).unwrap();
+        // One task alone cannot finish: the advice is about task size.
+        env.master_timeout = Duration::from_secs(90);
+        let tuning = Tuning {
+            task_size: 10 * GIB,
+            ..Tuning::default()
+        };
+        let err = check_duration(10 * GIB, &tuning, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("task_size"), "{err}");
+    }
+}

@@ -1,0 +1,337 @@
+//! End to end, as in AWS: both functions run under the Lambda runtime emulator
+//! (`cargo lambda watch`) on 127.0.0.1, the test invokes the master through aws-sdk-lambda, the
+//! master invokes the workers the same way, the workers read from a real OpenSSH sshd with a
+//! credential from Secrets Manager and upload to S3 (both served by moto). Checked as a user
+//! would: the object decompresses with gzip, pigz and Python to the source's SHA-256, and a
+//! failed worker leaves no multipart upload behind.
+//!
+//! `cargo lambda watch` builds the functions with `cargo run` into the shared target directory
+//! on their first invocation and passes its own environment to them; each emulator here gets
+//! the environment of the functions it serves, as each function has its own in AWS.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs::File;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_lambda::error::SdkError;
+use aws_sdk_lambda::primitives::Blob;
+use gzship_core::ObjectUrl;
+use gzship_core::store::MultipartStore;
+use gzship_core::types::MIB;
+use gzship_core::wire::JobReport;
+use gzship_testkit::data::{DataKind, sha256_file, write_file};
+use gzship_testkit::decode::assert_decodes;
+use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
+use gzship_testkit::sshd::Sshd;
+use serde_json::{Value, json};
+
+const BUCKET: &str = "e2e-lambda";
+const SECRET: &str = "gzship/e2e-ssh";
+const INSTALL_HINT: &str =
+    "run scripts/install-test-deps.sh (pip install cargo-lambda) to get `cargo lambda`";
+/// How long the emulator may take to answer its port.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first invocation builds the function: allow for a build on two cores.
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// A `cargo lambda watch` process group; killed on drop.
+struct Watch {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Watch {
+    /// Starts the emulator on `port` with `env` for its functions.
+    fn start(port: u16, env: &[(String, String)]) -> Watch {
+        let version = Command::new("cargo").args(["lambda", "--version"]).output();
+        match version {
+            Ok(o) if o.status.success() => {}
+            _ => panic!("`cargo lambda` is not installed: {INSTALL_HINT}"),
+        }
+        // Logs live outside the crate: the emulator watches the workspace for changes.
+        let dir = tempfile::Builder::new()
+            .prefix("gzship-watch-")
+            .tempdir()
+            .unwrap();
+        let log = dir.path().join("watch.log");
+        let out = File::create(&log).unwrap();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // CARGO_TARGET_TMPDIR is <target dir>/tmp: build into the same target directory.
+        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
+        let child = Command::new("cargo")
+            .args(["lambda", "watch", "--quiet", "--ignore-changes"])
+            .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
+            .arg(port.to_string())
+            .args(["--concurrency", "4", "--package", "gzship-lambda"])
+            .current_dir(workspace)
+            .env("CARGO_TARGET_DIR", target_dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            // Its own process group, so that drop ends the functions it spawned too.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn cargo lambda watch: {e}; {INSTALL_HINT}"));
+        let mut watch = Watch {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            if let Some(status) = watch.child.try_wait().unwrap() {
+                panic!("cargo lambda watch exited with {status}:\n{}", watch.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cargo lambda watch did not listen on {port} within {START_TIMEOUT:?}:\n{}",
+                watch.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        watch
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Invokes `function` as the SDK does in AWS; returns the response payload, or the
+    /// function's error body.
+    async fn invoke(&self, function: &str, payload: &Value) -> Result<Value, Value> {
+        let sdk = gzship_testkit::s3::sdk_config();
+        let config = aws_sdk_lambda::config::Builder::from(&sdk)
+            .endpoint_url(self.endpoint())
+            .timeout_config(
+                aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(INVOKE_TIMEOUT)
+                    .build(),
+            )
+            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
+            .build();
+        let client = aws_sdk_lambda::Client::from_conf(config);
+        let sent = client
+            .invoke()
+            .function_name(function)
+            .payload(Blob::new(serde_json::to_vec(payload).unwrap()))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let body: Value =
+                    serde_json::from_slice(out.payload().map(|b| b.as_ref()).unwrap_or(b"null"))
+                        .unwrap();
+                if out.function_error().is_some() {
+                    Err(body)
+                } else {
+                    Ok(body)
+                }
+            }
+            // The emulator answers a function error with HTTP 500 and the same body.
+            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 500 => {
+                Err(serde_json::from_slice(e.raw().body().bytes().unwrap()).unwrap())
+            }
+            Err(e) => panic!(
+                "invoke {function}: {}\nemulator log:\n{}",
+                aws_sdk_lambda::error::DisplayErrorContext(e),
+                self.log()
+            ),
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // The group is the emulator, cargo and the function processes it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Env {
+    sshd: Sshd,
+    s3: S3Server,
+}
+
+async fn servers() -> Env {
+    let sshd = Sshd::start();
+    let s3 = S3Server::start().await;
+    s3.create_bucket(BUCKET).await;
+    // The workers' credential, in (moto's) Secrets Manager as in AWS.
+    let secrets = aws_sdk_secretsmanager::Client::from_conf(
+        aws_sdk_secretsmanager::config::Builder::from(&s3.sdk_config())
+            .endpoint_url(s3.endpoint_url())
+            .build(),
+    );
+    let secret = json!({"private_key": sshd.client_key().private_key_pem}).to_string();
+    secrets
+        .create_secret()
+        .name(SECRET)
+        .secret_string(secret)
+        .send()
+        .await
+        .unwrap();
+    Env { sshd, s3 }
+}
+
+impl Env {
+    /// The environment of both functions; `lambda_port` is where the master invokes workers.
+    fn functions_env(&self, lambda_port: u16, allowed_sources: &str) -> Vec<(String, String)> {
+        let moto = self.s3.endpoint_url();
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("AWS_CONFIG_FILE", "/dev/null".to_owned()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".to_owned()),
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.clone()),
+            (
+                "AWS_ENDPOINT_URL_LAMBDA",
+                format!("http://127.0.0.1:{lambda_port}"),
+            ),
+            ("GZSHIP_S3_ENDPOINT", moto),
+            ("GZSHIP_SSH_SECRET", SECRET.to_owned()),
+            (
+                "GZSHIP_HOST_KEY",
+                self.sshd.host_key_fingerprint().to_owned(),
+            ),
+            ("GZSHIP_ALLOWED_SOURCE_PATHS", allowed_sources.to_owned()),
+            ("GZSHIP_ALLOWED_DESTINATIONS", format!("s3://{BUCKET}/out/")),
+            ("GZSHIP_WORKER_FUNCTION", "worker".to_owned()),
+            ("GZSHIP_WORKER_TIMEOUT_SECS", "300".to_owned()),
+            ("GZSHIP_CONCURRENCY", "3".to_owned()),
+            ("GZSHIP_START_INTERVAL_MS", "50".to_owned()),
+            ("GZSHIP_RETRY_DELAY_MS", "100".to_owned()),
+            ("GZSHIP_COMPRESS_PARALLELISM", "2".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    fn data_dir(&self) -> String {
+        format!("{}/", self.sshd.data_dir().display())
+    }
+
+    fn job(&self, file: &str, key: &str) -> Value {
+        json!({
+            "source": self.sshd.url(file),
+            "destination": format!("s3://{BUCKET}/{key}"),
+            "tuning": {"tasks": 3, "block_size": MIB, "part_size": 5 * MIB},
+        })
+    }
+
+    async fn assert_no_open_uploads(&self) {
+        let open = self.s3.store().list_uploads(BUCKET, "").await.unwrap();
+        assert!(open.is_empty(), "multipart uploads left open: {open:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn master_and_workers_ship_a_file_through_the_emulator() {
+    let env = servers().await;
+    let path = env.sshd.data_dir().join("access.log");
+    write_file(&path, DataKind::Logs, 24 * MIB + 12_345, 11).unwrap();
+    let sha = sha256_file(&path).unwrap();
+
+    let port = free_port();
+    let watch = Watch::start(port, &env.functions_env(port, &env.data_dir()));
+    let answer = watch
+        .invoke("master", &env.job("access.log", "out/access.log.gz"))
+        .await;
+    let report =
+        answer.unwrap_or_else(|e| panic!("the master failed: {e}\nemulator log:\n{}", watch.log()));
+    let report: JobReport = serde_json::from_value(report).unwrap();
+    assert_eq!(report.tasks, 3);
+    assert_eq!(report.source_bytes, 24 * MIB + 12_345);
+    assert_eq!(
+        report.destination,
+        format!("s3://{BUCKET}/out/access.log.gz")
+    );
+    // Three workers ran, each in its own function instance.
+    let spawned = watch.log().matches("spawning function instance").count();
+    assert!(
+        spawned >= 2,
+        "expected master and workers:\n{}",
+        watch.log()
+    );
+
+    let dest: ObjectUrl = format!("s3://{BUCKET}/out/access.log.gz").parse().unwrap();
+    let mut stream = env.s3.store().get_object(&dest).await.unwrap();
+    let mut gz = Vec::new();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        gz.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(gz.len() as u64, report.object_bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let object = dir.path().join("access.log.gz");
+    std::fs::write(&object, gz).unwrap();
+    assert_decodes(&object, &sha);
+    env.assert_no_open_uploads().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_worker_makes_the_master_abort() {
+    let env = servers().await;
+    write_file(
+        &env.sshd.data_dir().join("big.log"),
+        DataKind::Logs,
+        12 * MIB,
+        3,
+    )
+    .unwrap();
+    // The workers run in their own emulator whose allow-list excludes the file, as a worker
+    // function configured more narrowly than its master would: every task fails there.
+    let worker_port = free_port();
+    let workers = Watch::start(worker_port, &env.functions_env(worker_port, "/nowhere/"));
+    let master_port = free_port();
+    let master = Watch::start(
+        master_port,
+        &env.functions_env(worker_port, &env.data_dir()),
+    );
+    let answer = master
+        .invoke("master", &env.job("big.log", "out/big.log.gz"))
+        .await;
+    let err = match answer {
+        Ok(report) => panic!("the master succeeded: {report}"),
+        Err(e) => e,
+    };
+    assert_eq!(err["errorType"], "Fatal.NotAllowed", "{err}");
+    let message = err["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("worker failed with NotAllowed") && message.contains("/nowhere/"),
+        "{message}\nworker log:\n{}",
+        workers.log()
+    );
+    env.assert_no_open_uploads().await;
+    let dest: ObjectUrl = format!("s3://{BUCKET}/out/big.log.gz").parse().unwrap();
+    assert!(
+        env.s3.store().head_object(&dest).await.unwrap().is_none(),
+        "an object appeared at the key"
+    );
+}
