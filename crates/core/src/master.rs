@@ -175,8 +175,9 @@ where
 }
 
 /// Bytes a worker can safely read within `limit`: assumes 50 MB/s (a single slow core at level
-/// 9 still manages that) and keeps a quarter of the time as margin.
-fn bytes_within(limit: Duration) -> u64 {
+/// 9 still manages that) and keeps a quarter of the time as margin. The planner's
+/// `max_task_size` when the invoker has a time limit.
+pub fn bytes_within(limit: Duration) -> u64 {
     (limit.as_secs_f64() * 0.75 * 50e6) as u64
 }
 

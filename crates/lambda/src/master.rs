@@ -152,8 +152,6 @@ fn job_id(dest: &ObjectUrl, request_id: &str) -> String {
     format!("{name}-{request_id}")
 }
 
-/// Throughput the core master assumes when it sizes tasks to the worker's time limit.
-const MASTER_ASSUMED_BYTES_PER_S: f64 = 50e6;
 /// Time the master keeps for itself (stat, create, complete, abort) out of its timeout.
 const MASTER_MARGIN: Duration = Duration::from_secs(60);
 
@@ -162,7 +160,7 @@ const MASTER_MARGIN: Duration = Duration::from_secs(60);
 /// tasks must end `MASTER_MARGIN` before the timeout. Says what to change.
 pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
     let mut tuning = tuning.clone();
-    let per_task = (env.worker_timeout.as_secs_f64() * 0.75 * MASTER_ASSUMED_BYTES_PER_S) as u64;
+    let per_task = gzship_core::master::bytes_within(env.worker_timeout);
     tuning.max_task_size = Some(tuning.max_task_size.unwrap_or(u64::MAX).min(per_task));
     let plan = plan::plan(size, &tuning)?;
     let tasks = plan.tasks.len() as u64;
