@@ -34,6 +34,12 @@ pub struct MasterConfig {
     pub task_attempts: u32,
     /// Delay before the first retry, doubled each time (with jitter). Default 1 s.
     pub retry_delay: Duration,
+    /// How long, after a task failed for good and the upload was aborted, to wait for the
+    /// tasks still running to end before the final abort. Default 30 s. Remote workers fail at
+    /// their next UploadPart once the upload is aborted; too short: a part uploaded in that
+    /// race can survive the first abort (the bucket's lifecycle rule still removes it); too
+    /// long: a failing job takes longer to report.
+    pub drain_timeout: Duration,
     /// Which sources and destinations are allowed.
     pub policy: AccessPolicy,
 }
@@ -45,6 +51,7 @@ impl Default for MasterConfig {
             start_interval: Duration::from_millis(200),
             task_attempts: 3,
             retry_delay: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
             policy: AccessPolicy::default(),
         }
     }
@@ -111,12 +118,14 @@ where
     let upload_id = store.create_upload(&request.destination, &meta).await?;
     tracing::info!(job = job_id, upload_id = %upload_id, "multipart upload created");
 
-    let outcome = run_tasks(request, job_id, &plan, stat, &upload_id, invoker, config)
-        .await
-        .and_then(|(reports, retries)| {
-            let parts = check_reports(&plan, &reports)?;
-            Ok((reports, parts, retries))
-        });
+    let outcome = run_tasks(
+        request, job_id, &plan, stat, &upload_id, store, invoker, config,
+    )
+    .await
+    .and_then(|(reports, retries)| {
+        let parts = check_reports(&plan, &reports)?;
+        Ok((reports, parts, retries))
+    });
     let (reports, parts, retries) = match outcome {
         Ok(done) => done,
         Err(err) => return Err(abort(store, request, &upload_id, err).await),
@@ -197,12 +206,13 @@ fn object_meta(request: &JobRequest, stat: &SourceStat) -> ObjectMeta {
 /// Fans the plan's tasks out with bounded concurrency, a pause between starts and retries of
 /// retryable failures; the first permanent failure cancels the rest.
 #[allow(clippy::too_many_arguments)]
-async fn run_tasks<I: Invoker>(
+async fn run_tasks<M: MultipartStore, I: Invoker>(
     request: &JobRequest,
     job_id: &str,
     plan: &Plan,
     stat: SourceStat,
     upload_id: &UploadId,
+    store: &M,
     invoker: &I,
     config: &MasterConfig,
 ) -> Result<(Vec<TaskReport>, u32)> {
@@ -262,8 +272,30 @@ async fn run_tasks<I: Invoker>(
                 );
                 running.push(attempt(invoker, task, number + 1, delay));
             }
-            // Returning drops `running`, which cancels the tasks still in flight.
-            Err(err) => return Err(err),
+            Err(err) => {
+                // Remote workers (Lambda) keep running when their invocation is dropped. Abort
+                // now, so their next UploadPart fails instead of adding parts, and let them end
+                // (bounded) before the caller's final abort, so that no part uploaded during
+                // the first abort survives it. In-process workers simply stop here.
+                tracing::error!(
+                    task = task.index, error = %chain(&err),
+                    "task failed; aborting the upload and stopping the other tasks"
+                );
+                if let Err(e) = store.abort_upload(&request.destination, upload_id).await {
+                    tracing::warn!(error = %chain(&e), "first abort failed; retrying after the tasks stop");
+                }
+                let drain = async { while running.next().await.is_some() {} };
+                if tokio::time::timeout(config.drain_timeout, drain)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        timeout = ?config.drain_timeout,
+                        "tasks still running after the abort; they fail at their next upload"
+                    );
+                }
+                return Err(err);
+            }
         }
     }
     let reports = reports
@@ -350,7 +382,8 @@ fn check_reports(plan: &Plan, reports: &[TaskReport]) -> Result<Vec<UploadedPart
 }
 
 /// Aborts the upload after `cause`; returns the cause (with the abort's failure logged, since
-/// the cause is what the user must see).
+/// the cause is what the user must see). An upload already aborted (by `run_tasks`) answers
+/// `NoSuchUpload`: whether it is really gone is checked by listing, not by reading the error.
 async fn abort<M: MultipartStore>(
     store: &M,
     request: &JobRequest,
@@ -358,11 +391,19 @@ async fn abort<M: MultipartStore>(
     cause: Error,
 ) -> Error {
     tracing::error!(error = %chain(&cause), "job failed; aborting the multipart upload");
-    if let Err(e) = store.abort_upload(&request.destination, upload_id).await {
-        tracing::error!(
-            upload_id = %upload_id, error = %chain(&e),
-            "abort failed: the upload may stay open until the bucket's lifecycle rule removes it"
-        );
+    let dest = &request.destination;
+    if let Err(e) = store.abort_upload(dest, upload_id).await {
+        let still_open = match store.list_uploads(&dest.bucket, &dest.key).await {
+            Ok(open) => open.iter().any(|u| &u.upload_id == upload_id),
+            Err(_) => true,
+        };
+        if still_open {
+            tracing::error!(
+                upload_id = %upload_id, error = %chain(&e),
+                "abort failed: the upload may stay open until the bucket's lifecycle rule \
+                 removes it"
+            );
+        }
     }
     cause
 }

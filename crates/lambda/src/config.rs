@@ -32,6 +32,7 @@
 //! | `GZSHIP_TASK_ATTEMPTS` | attempts per task when its error is retryable | 3 |
 //! | `GZSHIP_RETRY_DELAY_MS` | delay before the first retry, doubled each time | 1000 |
 //! | `GZSHIP_START_INTERVAL_MS` | pause between starting two tasks (SSH handshake staggering) | 200 |
+//! | `GZSHIP_DRAIN_TIMEOUT_SECS` | after a task failed for good and the upload was aborted, how long to let running workers end before the final abort | 30 |
 //! | `GZSHIP_JOB_TEMPLATE` | a [`JobTemplate`] as JSON, for schedules without a job and for file-arrival notices | none |
 //!
 //! Endpoints of Lambda and Secrets Manager follow the SDK's standard variables
@@ -273,6 +274,11 @@ impl MasterEnv {
                 lookup,
                 "GZSHIP_START_INTERVAL_MS",
                 defaults.start_interval.as_millis() as u64,
+            )?),
+            drain_timeout: Duration::from_secs(parsed(
+                lookup,
+                "GZSHIP_DRAIN_TIMEOUT_SECS",
+                defaults.drain_timeout.as_secs(),
             )?),
             policy: access_policy(lookup)?,
         };
