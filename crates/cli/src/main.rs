@@ -5,6 +5,7 @@
 //! destination), `progress` (the terminal progress bar), `verify`, `demo`.
 
 mod demo;
+mod estimate;
 mod progress;
 mod ssh;
 mod store;
@@ -98,6 +99,8 @@ enum Command {
     /// Run a real job on embedded defaults: an in-process SFTP server serving generated logs,
     /// shipped into a local store, then verified.
     Demo(demo::DemoArgs),
+    /// Estimate a job on AWS Lambda without running it: plan, wall time, memory and cost.
+    Estimate(estimate::EstimateArgs),
 }
 
 /// Planner and compression knobs.
@@ -262,6 +265,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Estimate(args) => estimate::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,476 @@
+//! `gzship estimate`: for a file size, the source's bandwidth and a worker's throughput, the
+//! plan (tasks, parts, part size), the expected wall time on AWS Lambda, the worker's memory,
+//! and what the job costs (Lambda GB-seconds and requests, S3 requests).
+//!
+//! The plan is the planner's own ([`plan::plan`]), with each task capped to what a worker
+//! reads inside its time limit, as the master does. Time comes from a small schedule: tasks
+//! start in order, `concurrency` at once and one per `start_interval` at most; each reads at
+//! `min(worker rate, source rate / tasks running)`. Measure the worker rate for your data and
+//! memory size (`bench/run.sh` gives the rate of one machine; Lambda gives one vCPU per
+//! 1,769 MB) before trusting the result.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+use serde::Serialize;
+
+use gzship_core::assemble::part_sizes;
+use gzship_core::plan::{self, Plan};
+use gzship_core::types::MIB;
+
+use crate::{TuningArgs, human};
+
+/// Prices in USD, AWS us-east-1, from the public price pages (aws.amazon.com/lambda/pricing,
+/// aws.amazon.com/s3/pricing) as of 2025-06; not re-checked from the build machine, which has
+/// no internet. Other regions differ by up to about 30%.
+mod price {
+    /// Lambda on arm64 (Graviton), per GB-second, first 7.5 billion GB-s a month.
+    pub const LAMBDA_ARM64_GB_SECOND: f64 = 0.000_013_333_4;
+    /// Lambda, per request (invocation): $0.20 per million.
+    pub const LAMBDA_REQUEST: f64 = 0.20 / 1e6;
+    /// S3 Standard PUT, COPY, POST, LIST requests: $0.005 per 1,000. CreateMultipartUpload,
+    /// UploadPart and CompleteMultipartUpload are each billed as one.
+    pub const S3_PUT_REQUEST: f64 = 0.005 / 1e3;
+    /// S3 Standard storage, per GB-month, first 50 TB (shown apart: it is not the job's cost).
+    pub const S3_GB_MONTH: f64 = 0.023;
+}
+
+/// Seconds a task spends before its first byte: Lambda cold start, SSH handshake, stat.
+const TASK_OVERHEAD_S: f64 = 1.5;
+/// Seconds the master spends outside tasks: stat, CreateMultipartUpload, Complete.
+const MASTER_OVERHEAD_S: f64 = 2.0;
+/// Share of the worker's time limit a task may plan to use (the master keeps a quarter spare).
+const TIME_LIMIT_SHARE: f64 = 0.75;
+/// The Lambda functions' longest timeout.
+const LAMBDA_MAX_TIMEOUT_S: f64 = 900.0;
+
+/// Options of `gzship estimate`.
+#[derive(Debug, Clone, Args)]
+pub struct EstimateArgs {
+    /// Size of the source file, e.g. 100GiB or 40TiB.
+    #[arg(long, value_parser = crate::parse_size)]
+    size: u64,
+    /// What the source server and its network deliver in total, in MB/s (10^6 bytes), over all
+    /// connections at once.
+    #[arg(long, default_value_t = 500.0)]
+    source_mb_s: f64,
+    /// Source MB/s one worker reads, compresses and uploads. Default 50, the master's planning
+    /// figure (GZSHIP_WORKER_MB_PER_S); a 2-core machine measures about 200 at level 6.
+    #[arg(long, default_value_t = 50.0)]
+    worker_mb_s: f64,
+    /// Worker function memory in MB (the template's WorkerMemory).
+    #[arg(long, default_value_t = 3008)]
+    memory_mb: u32,
+    /// Master function memory in MB (the template's).
+    #[arg(long, default_value_t = 512)]
+    master_memory_mb: u32,
+    /// Worker timeout in seconds: tasks are sized to use at most three quarters of it.
+    #[arg(long, default_value_t = 900)]
+    worker_timeout_s: u32,
+    /// Workers running at once (the template's Concurrency).
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Compression ratio to expect (source / object): 8-15 for logs at level 6, 1 for
+    /// compressed or random data. Sets the object size and the parts actually uploaded.
+    #[arg(long, default_value_t = 10.0)]
+    ratio: f64,
+    /// Most tasks a job may have (the planner's max_tasks, at most 10,000).
+    #[arg(long, default_value_t = 1000)]
+    max_tasks: u32,
+    #[command(flatten)]
+    tuning: TuningArgs,
+    /// Print the estimate as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What is assumed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Assumptions {
+    pub size: u64,
+    pub source_mb_s: f64,
+    pub worker_mb_s: f64,
+    pub memory_mb: u32,
+    pub master_memory_mb: u32,
+    pub worker_timeout_s: u32,
+    pub concurrency: u32,
+    pub ratio: f64,
+    pub max_tasks: u32,
+    /// Blocks compressed at once in a worker (Lambda: about one vCPU per 1,769 MB, plus one).
+    pub compress_parallelism: u32,
+    /// UploadPart requests in flight per worker (the worker's default).
+    pub uploads_in_flight: u32,
+}
+
+/// The estimate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub assumptions: Assumptions,
+    pub tasks: u32,
+    pub task_bytes: u64,
+    pub part_size: u64,
+    pub block_size: u64,
+    /// Part numbers the plan reserves (worst case, incompressible data).
+    pub reserved_parts: u32,
+    /// Parts uploaded at the assumed ratio.
+    pub parts: u64,
+    pub object_bytes: u64,
+    /// Source MB/s of one worker while all run: min(worker, source / running).
+    pub worker_rate_mb_s: f64,
+    /// Seconds of the longest task.
+    pub task_seconds: f64,
+    pub wall_seconds: f64,
+    /// Peak memory of one worker from its pipeline bounds at the assumed ratio, in MB.
+    pub worker_memory_mb: f64,
+    /// The same for data that does not compress.
+    pub worst_memory_mb: f64,
+    pub worker_gb_seconds: f64,
+    pub master_gb_seconds: f64,
+    pub lambda_requests: u64,
+    pub s3_put_requests: u64,
+    pub cost_lambda_compute: f64,
+    pub cost_lambda_requests: f64,
+    pub cost_s3_requests: f64,
+    pub cost_total: f64,
+    /// Not part of the job's cost: keeping the object a month.
+    pub storage_per_month: f64,
+    /// What stops this job running as planned on Lambda, if anything.
+    pub warnings: Vec<String>,
+}
+
+impl EstimateArgs {
+    fn assumptions(&self) -> Assumptions {
+        let vcpus = (f64::from(self.memory_mb) / 1769.0).ceil().clamp(1.0, 6.0) as u32;
+        Assumptions {
+            size: self.size,
+            source_mb_s: self.source_mb_s,
+            worker_mb_s: self.worker_mb_s,
+            memory_mb: self.memory_mb,
+            master_memory_mb: self.master_memory_mb,
+            worker_timeout_s: self.worker_timeout_s,
+            concurrency: self.concurrency,
+            ratio: self.ratio,
+            max_tasks: self.max_tasks,
+            compress_parallelism: vcpus + 1,
+            uploads_in_flight: 4,
+        }
+    }
+}
+
+/// Runs `gzship estimate`.
+pub fn run(args: &EstimateArgs) -> anyhow::Result<()> {
+    let e = estimate(&args.assumptions(), args.tuning.tuning())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", render(&e));
+    }
+    Ok(())
+}
+
+/// Plans the job and estimates its time and cost.
+pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Estimate> {
+    anyhow::ensure!(
+        a.source_mb_s > 0.0 && a.worker_mb_s > 0.0 && a.ratio >= 1.0 && a.concurrency > 0,
+        "rates, concurrency must be positive and the ratio at least 1"
+    );
+    tuning.max_tasks = a.max_tasks;
+    let per_task_limit =
+        (f64::from(a.worker_timeout_s) * TIME_LIMIT_SHARE * a.worker_mb_s * 1e6) as u64;
+    tuning.max_task_size = Some(
+        tuning
+            .max_task_size
+            .unwrap_or(u64::MAX)
+            .min(per_task_limit.max(tuning.block_size)),
+    );
+    let plan = plan::plan(a.size, &tuning)?;
+    let tasks = plan.tasks.len() as u32;
+    let running = tasks.min(a.concurrency).max(1);
+    let rate = a.worker_mb_s.min(a.source_mb_s / f64::from(running)) * 1e6;
+
+    let (wall, worker_seconds, longest) = schedule(&plan, a.concurrency, rate);
+    let parts: u64 = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            let compressed = (t.range.len() as f64 / a.ratio) as u64;
+            part_sizes(compressed.max(20), plan.part_size, t.is_last).len() as u64
+        })
+        .sum();
+    let object_bytes = (a.size as f64 / a.ratio) as u64;
+    // The worker's own bound (worker.rs): 2 blocks per compression slot, and one part per
+    // upload in flight plus the assembler's pending part and the one being cut. A part holds
+    // at most the task's compressed stream.
+    let task_bytes = plan.tasks.first().map_or(0, |t| t.range.len());
+    let worker_memory_mb = |ratio: f64| {
+        let part = ((plan.part_size + 5 * MIB) as f64).min(task_bytes as f64 / ratio);
+        let bytes = f64::from(a.compress_parallelism) * 2.0 * plan.block_size as f64
+            + f64::from(a.uploads_in_flight + 2) * part;
+        bytes / 1e6 + 60.0 // + runtime, TLS and SSH buffers
+    };
+    let (worker_memory_mb, worst_memory_mb) = (worker_memory_mb(a.ratio), worker_memory_mb(1.0));
+    let worker_gb_seconds = worker_seconds * f64::from(a.memory_mb) / 1024.0;
+    let master_gb_seconds = wall * f64::from(a.master_memory_mb) / 1024.0;
+    let lambda_requests = u64::from(tasks) + 1;
+    let s3_put_requests = parts + 2;
+    let cost_lambda_compute =
+        (worker_gb_seconds + master_gb_seconds) * price::LAMBDA_ARM64_GB_SECOND;
+    let cost_lambda_requests = lambda_requests as f64 * price::LAMBDA_REQUEST;
+    let cost_s3_requests = s3_put_requests as f64 * price::S3_PUT_REQUEST;
+
+    let mut warnings = Vec::new();
+    if wall > LAMBDA_MAX_TIMEOUT_S {
+        warnings.push(format!(
+            "the job takes {} but the master function lives at most 15 min: run it with the \
+             gzship CLI on a machine near the source (the workers can still be Lambda), or raise \
+             --concurrency",
+            duration(wall)
+        ));
+    }
+    if longest > f64::from(a.worker_timeout_s) {
+        warnings.push(format!(
+            "a task takes {} at {:.0} MB/s, over the worker timeout of {} s: the source is too \
+             slow for {} workers at once",
+            duration(longest),
+            rate / 1e6,
+            a.worker_timeout_s,
+            running
+        ));
+    }
+    if worst_memory_mb > f64::from(a.memory_mb) {
+        let (need, when) = if worker_memory_mb > f64::from(a.memory_mb) {
+            (worker_memory_mb, "")
+        } else {
+            (worst_memory_mb, " if the data does not compress")
+        };
+        warnings.push(format!(
+            "a worker needs about {need:.0} MB{when} ({} parts of up to {} held at once) but has {} MB: \
+             the part size is set by S3's 10,000-part limit, so lower uploads in flight or \
+             stream part bodies",
+            a.uploads_in_flight + 2,
+            human(plan.part_size),
+            a.memory_mb
+        ));
+    }
+    Ok(Estimate {
+        assumptions: a.clone(),
+        tasks,
+        task_bytes,
+        part_size: plan.part_size,
+        block_size: plan.block_size,
+        reserved_parts: plan.reserved_parts(),
+        parts,
+        object_bytes,
+        worker_rate_mb_s: rate / 1e6,
+        task_seconds: longest,
+        wall_seconds: wall,
+        worker_memory_mb,
+        worst_memory_mb,
+        worker_gb_seconds,
+        master_gb_seconds,
+        lambda_requests,
+        s3_put_requests,
+        cost_lambda_compute,
+        cost_lambda_requests,
+        cost_s3_requests,
+        cost_total: cost_lambda_compute + cost_lambda_requests + cost_s3_requests,
+        storage_per_month: object_bytes as f64 / 1e9 * price::S3_GB_MONTH,
+        warnings,
+    })
+}
+
+/// Runs the plan's tasks `concurrency` at a time, started in order at most one per 200 ms (the
+/// master's default start interval), each reading at `rate` bytes/s. Returns the wall time
+/// (the master's overhead included), the sum of the tasks' durations and the longest task.
+fn schedule(plan: &Plan, concurrency: u32, rate: f64) -> (f64, f64, f64) {
+    const START_INTERVAL_S: f64 = 0.2;
+    let mut free = vec![0.0f64; concurrency.max(1) as usize];
+    let (mut last_start, mut end, mut busy, mut longest) = (-START_INTERVAL_S, 0.0f64, 0.0, 0.0f64);
+    for t in &plan.tasks {
+        let (slot, at) = free
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or((0, 0.0));
+        let start = at.max(last_start + START_INTERVAL_S);
+        let took = TASK_OVERHEAD_S + t.range.len() as f64 / rate;
+        free[slot] = start + took;
+        last_start = start;
+        end = end.max(start + took);
+        busy += took;
+        longest = longest.max(took);
+    }
+    (end + MASTER_OVERHEAD_S, busy, longest)
+}
+
+fn duration(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+fn render(e: &Estimate) -> String {
+    let a = &e.assumptions;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "source {} at {:.0} MB/s from the server, {:.0} MB/s per worker, {} workers at once of \
+         {} MB, ratio {:.1}",
+        human(a.size),
+        a.source_mb_s,
+        a.worker_mb_s,
+        a.concurrency,
+        a.memory_mb,
+        a.ratio
+    );
+    let _ = writeln!(
+        s,
+        "plan     {} tasks of {}; blocks of {}; parts of {} ({} part numbers reserved, about \
+         {} uploaded); object about {}",
+        e.tasks,
+        human(e.task_bytes),
+        human(e.block_size),
+        human(e.part_size),
+        e.reserved_parts,
+        e.parts,
+        human(e.object_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "time     {} wall ({:.0} MB/s per worker; longest task {}); worker memory about {:.0} MB \
+         ({:.0} MB for incompressible data)",
+        duration(e.wall_seconds),
+        e.worker_rate_mb_s,
+        duration(e.task_seconds),
+        e.worker_memory_mb,
+        e.worst_memory_mb
+    );
+    let _ = writeln!(
+        s,
+        "cost     ${:.4}: Lambda {:.0} GB-s (workers {:.0}, master {:.0}) ${:.4} + {} invocations \
+         ${:.6} + S3 {} PUT-class requests ${:.4}; storing the object costs ${:.2}/month",
+        e.cost_total,
+        e.worker_gb_seconds + e.master_gb_seconds,
+        e.worker_gb_seconds,
+        e.master_gb_seconds,
+        e.cost_lambda_compute,
+        e.lambda_requests,
+        e.cost_lambda_requests,
+        e.s3_put_requests,
+        e.cost_s3_requests,
+        e.storage_per_month
+    );
+    for w in &e.warnings {
+        let _ = writeln!(s, "warning  {w}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gzship_core::types::{GIB, MAX_PARTS, TIB};
+
+    fn assume(size: u64) -> Assumptions {
+        Assumptions {
+            size,
+            source_mb_s: 500.0,
+            worker_mb_s: 50.0,
+            memory_mb: 3008,
+            master_memory_mb: 512,
+            worker_timeout_s: 900,
+            concurrency: 8,
+            ratio: 10.0,
+            max_tasks: 1000,
+            compress_parallelism: 3,
+            uploads_in_flight: 4,
+        }
+    }
+
+    #[test]
+    fn sizes_from_one_gib_to_forty_tib() {
+        let mut previous_cost = 0.0;
+        for size in [GIB, 100 * GIB, TIB, 40 * TIB] {
+            let mut a = assume(size);
+            if size == 40 * TIB {
+                // 1000 tasks of 40 GiB would each outlast a 15-minute worker at 50 MB/s.
+                assert!(estimate(&a, plan::Tuning::default()).is_err());
+                a.max_tasks = 10_000;
+            }
+            let e = estimate(&a, plan::Tuning::default()).unwrap();
+            assert!(e.reserved_parts <= MAX_PARTS, "{size}");
+            assert!(e.parts <= u64::from(e.reserved_parts), "{size}");
+            assert!(e.part_size >= 16 * MIB);
+            assert!(e.task_seconds <= 900.0, "{size}: task {}", e.task_seconds);
+            // Wall time is at least the size over the whole job's rate.
+            let job_rate = (8.0 * 50e6f64).min(500e6);
+            assert!(e.wall_seconds >= size as f64 / job_rate, "{size}");
+            assert!(
+                e.wall_seconds <= 1.3 * size as f64 / job_rate + 30.0,
+                "{size}"
+            );
+            assert!(e.cost_total > previous_cost, "{size}");
+            previous_cost = e.cost_total;
+            assert!(
+                (e.cost_total
+                    - e.cost_lambda_compute
+                    - e.cost_lambda_requests
+                    - e.cost_s3_requests)
+                    .abs()
+                    < 1e-9
+            );
+        }
+    }
+
+    #[test]
+    fn known_figures() {
+        // 1 GiB: one task at 50 MB/s, 7 parts of 16 MiB at ratio 10 (107 MB), in Lambda's
+        // limits, costing well under a cent.
+        let e = estimate(&assume(GIB), plan::Tuning::default()).unwrap();
+        assert_eq!(e.tasks, 1);
+        assert_eq!(e.parts, 7);
+        assert_eq!(e.part_size, 16 * MIB);
+        assert!((e.wall_seconds - (GIB as f64 / 50e6 + 3.5)).abs() < 0.01);
+        assert!(e.cost_total < 0.01);
+        assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+
+        // 1 TiB: the part size is raised, the job outlasts the master function.
+        let e = estimate(&assume(TIB), plan::Tuning::default()).unwrap();
+        // 1024 tasks of 1 GiB wanted, capped at max tasks: 997 ranges of whole blocks.
+        assert_eq!(e.tasks, 997);
+        assert!(e.part_size > 16 * MIB);
+        assert!(e.wall_seconds > 900.0);
+        assert!(
+            e.warnings.iter().any(|w| w.contains("15 min")),
+            "{:?}",
+            e.warnings
+        );
+        // ~1000 tasks x ~23 s at 3008 MB: about 66,000 GB-s, under a dollar.
+        assert!(e.cost_total > 0.5 && e.cost_total < 1.5, "{}", e.cost_total);
+
+        // 40 TiB: parts of several GB; a worker cannot hold six of them.
+        let mut a = assume(40 * TIB);
+        a.max_tasks = 10_000;
+        let e = estimate(&a, plan::Tuning::default()).unwrap();
+        assert!(e.part_size > GIB, "{}", e.part_size);
+        assert!(
+            e.warnings.iter().any(|w| w.contains("worker needs")),
+            "{:?}",
+            e.warnings
+        );
+    }
+
+    #[test]
+    fn a_slow_source_is_shared() {
+        let mut a = assume(100 * GIB);
+        a.source_mb_s = 100.0;
+        let e = estimate(&a, plan::Tuning::default()).unwrap();
+        assert!((e.worker_rate_mb_s - 12.5).abs() < 1e-9);
+        assert!(e.wall_seconds >= 100.0 * GIB as f64 / 100e6);
+    }
+}

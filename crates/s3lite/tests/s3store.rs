@@ -1,0 +1,292 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! gzship's real `S3Store` (aws-sdk-s3) against gzship-s3lite: every operation gzship uses,
+//! S3's errors where gzship depends on them, and the `put` client.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use gzship_core::error::chain;
+use gzship_core::store::s3::{S3Config, S3Store};
+use gzship_core::store::{MultipartStore, ObjectMeta, UploadedPart};
+use gzship_core::types::MIN_PART_SIZE;
+use gzship_core::{ObjectUrl, PartNumber};
+use gzship_s3lite::{Config, EtagKind, Server, Storage};
+use gzship_testkit::data::{DataKind, generate};
+
+const BUCKET: &str = "bench";
+
+async fn server(storage: Storage, etag: EtagKind) -> (Server, S3Store) {
+    let server = Server::start(Config {
+        storage,
+        etag,
+        buckets: vec![BUCKET.into()],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let config = S3Config {
+        endpoint_url: Some(server.endpoint_url()),
+        force_path_style: true,
+        max_attempts: 1,
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(30),
+        operation_timeout: Duration::from_secs(60),
+        ..S3Config::default()
+    };
+    let store = S3Store::new(&gzship_testkit::s3::sdk_config(), &config);
+    (server, store)
+}
+
+fn dest(key: &str) -> ObjectUrl {
+    format!("s3://{BUCKET}/{key}").parse().unwrap()
+}
+
+fn meta() -> ObjectMeta {
+    ObjectMeta {
+        content_type: "application/gzip".into(),
+        metadata: BTreeMap::from([("gzship-source".to_string(), "sftp://h/x".to_string())]),
+    }
+}
+
+fn n(p: u32) -> PartNumber {
+    PartNumber::new(p).unwrap()
+}
+
+async fn read_all(store: &S3Store, dest: &ObjectUrl) -> Vec<u8> {
+    let chunks: Vec<Bytes> = store
+        .get_object(dest)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+/// Create, upload parts with a gap and out of order, list, complete, head, get: the object is
+/// the parts' bytes in part-number order, with gzship's metadata and S3's composite CRC32C.
+async fn round_trip(storage: Storage, etag: EtagKind) {
+    let keeps_bodies = storage != Storage::Discard;
+    let (_server, store) = server(storage, etag).await;
+    let d = dest("logs/access.log.gz");
+    let id = store.create_upload(&d, &meta()).await.unwrap();
+    let a = Bytes::from(generate(DataKind::Random, MIN_PART_SIZE as usize, 1));
+    let b = Bytes::from(generate(DataKind::Logs, 6 << 20, 2));
+    let c = Bytes::from_static(b"the short last part");
+    let mut parts: Vec<UploadedPart> = Vec::new();
+    // Part 9 first, then 1 and 4: gaps and any order, as gzship's part windows do.
+    for (num, body) in [(9, c.clone()), (1, a.clone()), (4, b.clone())] {
+        parts.push(store.upload_part(&d, &id, n(num), body).await.unwrap());
+    }
+    parts.sort_by_key(|p| p.number);
+
+    let listed = store.list_parts(&d, &id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|p| p.number.get()).collect::<Vec<_>>(),
+        [1, 4, 9]
+    );
+    for (l, p) in listed.iter().zip(&parts) {
+        assert_eq!(
+            (l.etag.as_str(), l.size, l.crc32c),
+            (p.etag.as_str(), p.size, Some(p.crc32c))
+        );
+    }
+    let open = store.list_uploads(BUCKET, "logs/").await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].upload_id, id);
+    assert!(
+        store
+            .list_uploads(BUCKET, "other/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.complete_upload(&d, &id, &parts).await.unwrap();
+    assert!(store.list_uploads(BUCKET, "").await.unwrap().is_empty());
+    let (size, got_meta) = store.head_object(&d).await.unwrap().expect("object exists");
+    assert_eq!(size, (a.len() + b.len() + c.len()) as u64);
+    assert_eq!(got_meta, meta());
+    // The composite CRC32C is S3's: gzship recognises its own completed object by it.
+    assert!(store.holds_parts(&d, &parts).await);
+    assert!(!store.holds_parts(&d, &parts[..2]).await);
+    assert!(store.head_object(&dest("missing")).await.unwrap().is_none());
+    if keeps_bodies {
+        assert_eq!(
+            read_all(&store, &d).await,
+            [&a[..], &b[..], &c[..]].concat()
+        );
+    }
+}
+
+#[tokio::test]
+async fn round_trip_in_memory_with_md5_etags() {
+    round_trip(Storage::Memory, EtagKind::Md5).await;
+}
+
+#[tokio::test]
+async fn round_trip_in_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    round_trip(Storage::Dir(dir.path().to_owned()), EtagKind::Crc32c).await;
+    let file = dir.path().join(BUCKET).join("logs/access.log.gz");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        MIN_PART_SIZE + (6 << 20) + 19
+    );
+    // Part files are gone once the object is assembled.
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn discarded_bodies_still_complete_and_head() {
+    let (_server, store) = server(Storage::Discard, EtagKind::Crc32c).await;
+    let d = dest("k");
+    let id = store.create_upload(&d, &meta()).await.unwrap();
+    let p = store
+        .upload_part(&d, &id, n(1), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store
+        .complete_upload(&d, &id, std::slice::from_ref(&p))
+        .await
+        .unwrap();
+    assert_eq!(store.head_object(&d).await.unwrap().unwrap().0, 1);
+    assert!(store.holds_parts(&d, &[p]).await);
+    let err = store.get_object(&d).await.err().expect("bodies are gone");
+    assert!(chain(&err).contains("NotImplemented"), "{}", chain(&err));
+}
+
+#[tokio::test]
+async fn entity_too_small_then_abort_leaves_nothing() {
+    let (_server, store) = server(Storage::Memory, EtagKind::Crc32c).await;
+    let d = dest("small.gz");
+    let id = store.create_upload(&d, &meta()).await.unwrap();
+    let short = Bytes::from(vec![7u8; (MIN_PART_SIZE - 1) as usize]);
+    let parts = vec![
+        store.upload_part(&d, &id, n(1), short).await.unwrap(),
+        store
+            .upload_part(&d, &id, n(2), Bytes::from_static(b"last"))
+            .await
+            .unwrap(),
+    ];
+    let err = store.complete_upload(&d, &id, &parts).await.unwrap_err();
+    let text = chain(&err);
+    assert!(text.contains("EntityTooSmall"), "{text}");
+    assert!(!err.is_retryable(), "{text}");
+    // The upload is still open (S3 keeps it), so the caller aborts it.
+    assert_eq!(store.list_uploads(BUCKET, "").await.unwrap().len(), 1);
+    store.abort_upload(&d, &id).await.unwrap();
+    assert!(store.list_uploads(BUCKET, "").await.unwrap().is_empty());
+    assert!(store.head_object(&d).await.unwrap().is_none());
+    // A Complete after the abort names the missing upload.
+    let err = store.complete_upload(&d, &id, &parts).await.unwrap_err();
+    assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
+}
+
+#[tokio::test]
+async fn bad_checksums_wrong_etags_and_order_are_refused() {
+    let (_server, store) = server(Storage::Discard, EtagKind::Crc32c).await;
+    let d = dest("bad");
+    let id = store.create_upload(&d, &meta()).await.unwrap();
+    let err = store
+        .upload_part_with_crc32c(&d, &id, n(1), Bytes::from_static(b"abc"), 1)
+        .await
+        .unwrap_err();
+    assert!(chain(&err).contains("BadDigest"), "{}", chain(&err));
+    let big = Bytes::from(vec![1u8; MIN_PART_SIZE as usize]);
+    let p1 = store.upload_part(&d, &id, n(1), big.clone()).await.unwrap();
+    let p2 = store.upload_part(&d, &id, n(2), big).await.unwrap();
+    let err = store
+        .complete_upload(&d, &id, &[p2.clone(), p1.clone()])
+        .await
+        .unwrap_err();
+    assert!(chain(&err).contains("InvalidPartOrder"), "{}", chain(&err));
+    let mut wrong = p2.clone();
+    wrong.etag = gzship_core::ETag::new("\"0000\"").unwrap();
+    let err = store
+        .complete_upload(&d, &id, &[p1.clone(), wrong])
+        .await
+        .unwrap_err();
+    assert!(chain(&err).contains("InvalidPart"), "{}", chain(&err));
+    // Another key with this upload id: S3 binds ids to keys.
+    let err = store.list_parts(&dest("other"), &id).await.unwrap_err();
+    assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
+    store.complete_upload(&d, &id, &[p1, p2]).await.unwrap();
+}
+
+#[tokio::test]
+async fn listings_page() {
+    let (_server, store) = server(Storage::Discard, EtagKind::Crc32c).await;
+    let client = store.client();
+    let d = dest("paged");
+    let id = store.create_upload(&d, &meta()).await.unwrap();
+    for p in 1..=5 {
+        store
+            .upload_part(&d, &id, n(p * 2), Bytes::from_static(b"p"))
+            .await
+            .unwrap();
+    }
+    let page = client
+        .list_parts()
+        .bucket(BUCKET)
+        .key("paged")
+        .upload_id(id.as_str())
+        .max_parts(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.is_truncated(), Some(true));
+    assert_eq!(page.next_part_number_marker(), Some("4"));
+    // S3Store follows the markers.
+    assert_eq!(store.list_parts(&d, &id).await.unwrap().len(), 5);
+    for i in 0..3 {
+        store
+            .create_upload(&dest(&format!("u{i}")), &meta())
+            .await
+            .unwrap();
+    }
+    let page = client
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .max_uploads(2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.uploads().len(), 2);
+    assert_eq!(page.is_truncated(), Some(true));
+    assert_eq!(store.list_uploads(BUCKET, "").await.unwrap().len(), 4);
+    let err = store.list_uploads("no-such-bucket", "").await.unwrap_err();
+    assert!(chain(&err).contains("NoSuchBucket"), "{}", chain(&err));
+}
+
+#[tokio::test]
+async fn put_uploads_a_stream_in_parts() {
+    let (server, store) = server(Storage::Memory, EtagKind::Md5).await;
+    let data = generate(DataKind::Logs, (12 << 20) + 5, 3);
+    let options = gzship_s3lite::put::PutOptions {
+        part_size: 5 << 20,
+        in_flight: 2,
+    };
+    let report = gzship_s3lite::put::put(store.client(), BUCKET, "put.log", &data[..], options)
+        .await
+        .unwrap();
+    assert_eq!(report.bytes, data.len() as u64);
+    assert_eq!(report.parts, 3);
+    assert_eq!(read_all(&store, &dest("put.log")).await, data);
+    // An empty input is an empty object.
+    gzship_s3lite::put::put(store.client(), BUCKET, "empty", &b""[..], options)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.head_object(&dest("empty")).await.unwrap().unwrap().0,
+        0
+    );
+    server.stop().await.unwrap();
+}
