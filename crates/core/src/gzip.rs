@@ -117,6 +117,9 @@ pub struct Member {
 pub struct BlockCompressor {
     inner: libdeflater::Compressor,
     level: Level,
+    /// Output buffer reused across blocks: allocating and zeroing a block-sized buffer for every
+    /// block cost more than copying out the compressed bytes (about a ninth of it for logs).
+    out: Vec<u8>,
 }
 
 impl fmt::Debug for BlockCompressor {
@@ -135,6 +138,7 @@ impl BlockCompressor {
         BlockCompressor {
             inner: libdeflater::Compressor::new(lvl),
             level,
+            out: Vec::new(),
         }
     }
 
@@ -147,15 +151,17 @@ impl BlockCompressor {
     /// complete gzip member.
     pub fn compress(&mut self, block: &[u8], offset: u64) -> Result<Member> {
         let bound = self.inner.gzip_compress_bound(block.len());
-        let mut out = vec![0u8; bound];
+        if self.out.len() < bound {
+            self.out.resize(bound, 0);
+        }
         let n = self
             .inner
-            .gzip_compress(block, &mut out)
+            .gzip_compress(block, &mut self.out[..bound])
             .map_err(|e| Error::Compress {
                 offset,
                 source: format!("libdeflate: {e:?}").into(),
             })?;
-        out.truncate(n);
+        let out = &self.out[..n];
         // libdeflate writes the CRC-32 of the input into the trailer; read it back rather than
         // hashing the block a second time.
         let crc32 = u32::from_le_bytes(
@@ -164,7 +170,7 @@ impl BlockCompressor {
                 .expect("a gzip member ends with an 8-byte trailer"),
         );
         Ok(Member {
-            bytes: Bytes::from(out),
+            bytes: Bytes::copy_from_slice(out),
             crc32,
             input_len: block.len() as u64,
         })
