@@ -2,7 +2,8 @@
 //! object, with the workers as in-process tasks.
 //!
 //! Modules: `ssh` (credentials and host-key flags -> SFTP source), `store` (S3 or local
-//! destination), `progress` (the terminal progress bar), `verify`, `demo`.
+//! destination), `progress` (the terminal progress bar), `verify`, `demo`, `estimate` (plan, time
+//! and cost of a job on Lambda).
 
 mod demo;
 mod estimate;
