@@ -231,19 +231,7 @@ const RETRYABLE_CODES: &[&str] = &[
 ];
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            status >= 500
-                || status == 429
-                || e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
-        }
-        // Construction failures (a bad input) and anything the SDK adds later.
-        _ => false,
-    }
+    crate::sdk::is_retryable(err, RETRYABLE_CODES)
 }
 
 /// The start of a body, for error messages.

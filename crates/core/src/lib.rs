@@ -16,6 +16,7 @@
 //! - `invoke_lambda` (feature `lambda`): the AWS Lambda invoker and the worker error types that
 //!   cross the wire.
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
+//! - [`sdk`]: one classification of AWS SDK errors as retryable or not.
 //! - [`config`]: typed configuration and [`Secret`](config::Secret).
 //! - [`error`]: the one [`Error`] type.
 
@@ -28,6 +29,7 @@ pub mod invoke;
 pub mod invoke_lambda;
 pub mod master;
 pub mod plan;
+pub mod sdk;
 pub mod source;
 pub mod store;
 pub mod types;

@@ -155,21 +155,7 @@ pub fn parse_secret(secret_id: &str, text: &str) -> Result<SshAuth, HandlerError
 }
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            status >= 500
-                || status == 429
-                || matches!(
-                    e.err().code(),
-                    Some("ThrottlingException" | "InternalServiceError")
-                )
-        }
-        _ => false,
-    }
+    gzship_core::sdk::is_retryable(err, &["ThrottlingException", "InternalServiceError"])
 }
 
 #[cfg(test)]

@@ -553,23 +553,8 @@ const RETRYABLE_CODES: &[&str] = &[
     "ServiceUnavailable",
 ];
 
-/// Whether the same request can succeed when sent again.
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    match err {
-        // Timeouts and broken or unparseable responses are transient by nature.
-        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        // Connection refused/reset, DNS, TLS handshake: the next attempt may reach the server;
-        // a "user" failure (a bad request the connector refused) will not change.
-        SdkError::DispatchFailure(f) => !f.is_user(),
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            status >= 500
-                || status == 429
-                || e.err().code().is_some_and(|c| RETRYABLE_CODES.contains(&c))
-        }
-        // Construction failures (a bad input) and anything the SDK adds later.
-        _ => false,
-    }
+    crate::sdk::is_retryable(err, RETRYABLE_CODES)
 }
 
 fn s3_error<E>(op: impl Into<String>, dest: &ObjectUrl, err: SdkError<E>) -> Error

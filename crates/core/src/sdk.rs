@@ -1,0 +1,26 @@
+//! What the AWS SDK adapters (S3, Lambda, Secrets Manager) share: one classification of SDK
+//! errors into "retry can help" or not, by error kind, HTTP status and error code, never by
+//! message text.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+/// Whether sending the same request again can succeed: timeouts, broken or unparseable
+/// responses, connection failures other than a request the connector refused, 5xx, 429, and
+/// the service's own throttling and transient `retryable_codes`.
+pub fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>, retryable_codes: &[&str]) -> bool {
+    match err {
+        // Timeouts and broken or unparseable responses are transient by nature.
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        // Connection refused/reset, DNS, TLS handshake: the next attempt may reach the server;
+        // a "user" failure (a bad request the connector refused) will not change.
+        SdkError::DispatchFailure(f) => !f.is_user(),
+        SdkError::ServiceError(e) => {
+            let status = e.raw().status().as_u16();
+            status >= 500
+                || status == 429
+                || e.err().code().is_some_and(|c| retryable_codes.contains(&c))
+        }
+        // Construction failures (a bad input) and anything the SDK adds later.
+        _ => false,
+    }
+}
