@@ -6,8 +6,9 @@
 //! once, on the blocking pool: every core) -> members in source order -> PartAssembler ->
 //! UploadPart (uploads_in_flight at once) -> TaskReport
 //! ```
-//! Peak memory is about `compress_parallelism * 2 * block_size + (uploads_in_flight + 2) *
-//! (part_size + 5 MiB)` plus the source's reads in flight; it does not grow with the range.
+//! Peak memory is about `compress_parallelism * 2 * block_size + (uploads + 2) * (part_size +
+//! 5 MiB)` plus the source's reads in flight, where `uploads` is `uploads_in_flight` cut down to
+//! fit `part_memory` ([`WorkerTuning::uploads_for`]); it does not grow with the range.
 //! On the first error every stage stops (dropping the pipeline drops the SFTP stream and
 //! aborts the uploads in flight) and the error names the stage that failed.
 
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::gzip::{self, BlockCompressor, Level, Member};
 use crate::source::Source;
 use crate::store::{MultipartStore, UploadedPart};
+use crate::types::{MIB, MIN_PART_SIZE};
 use crate::wire::{Task, TaskReport};
 
 /// Worker knobs.
@@ -37,6 +39,12 @@ pub struct WorkerTuning {
     /// UploadPart requests in flight. Default 4. Each holds one part in memory. Too low on a
     /// high-latency link: uploads lag compression; too high: memory, and throttling by S3.
     pub uploads_in_flight: usize,
+    /// Memory for parts in flight: fewer uploads run at once when `uploads_in_flight` parts of
+    /// the plan's part size would not fit (the planner raises the part size for sources over
+    /// about 150 GiB). Default 256 MiB; at least one upload always runs, so with parts over
+    /// about 120 MiB (sources over about 1 TiB) a worker needs about three parts of memory.
+    /// Too low: uploads lag compression; too high: a worker outgrows its memory on huge jobs.
+    pub part_memory: u64,
 }
 
 impl Default for WorkerTuning {
@@ -45,11 +53,19 @@ impl Default for WorkerTuning {
         WorkerTuning {
             compress_parallelism: cores + 1,
             uploads_in_flight: 4,
+            part_memory: 256 * MIB,
         }
     }
 }
 
 impl WorkerTuning {
+    /// Uploads to run at once for parts of `part_size`: `uploads_in_flight`, fewer when that
+    /// many parts (each up to `part_size + 5 MiB`) would exceed `part_memory`, at least one.
+    pub fn uploads_for(&self, part_size: u64) -> usize {
+        let fit = self.part_memory / (part_size + MIN_PART_SIZE);
+        self.uploads_in_flight.min(fit as usize).max(1)
+    }
+
     /// Checks the knobs are usable.
     pub fn validate(&self) -> Result<()> {
         if self.compress_parallelism == 0 || self.uploads_in_flight == 0 {
@@ -100,7 +116,12 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         .boxed();
 
     let mut assembler = PartAssembler::new(task.window, task.part_size, task.is_last)?;
-    let mut uploads = Uploads::new(store.clone(), task, tuning.uploads_in_flight, progress);
+    let mut uploads = Uploads::new(
+        store.clone(),
+        task,
+        tuning.uploads_for(task.part_size),
+        progress,
+    );
     let mut crc32 = 0u32;
     let mut bytes_read = 0u64;
     let mut member_count = 0u64;
@@ -300,5 +321,22 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
         }
         self.done.sort_by_key(|p| p.number);
         Ok(self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_in_flight_shrink_with_big_parts() {
+        let t = WorkerTuning {
+            compress_parallelism: 3,
+            uploads_in_flight: 4,
+            part_memory: 256 * MIB,
+        };
+        assert_eq!(t.uploads_for(16 * MIB), 4);
+        assert_eq!(t.uploads_for(114 * MIB), 2);
+        assert_eq!(t.uploads_for(4096 * MIB), 1);
     }
 }

@@ -17,8 +17,8 @@
 //! | `GZSHIP_SFTP_REQUESTS_IN_FLIGHT` | READs in flight per connection | 32 |
 //! | `GZSHIP_S3_ENDPOINT` | an S3-compatible endpoint (implies path-style addressing) | AWS |
 //!
-//! Worker only: `GZSHIP_COMPRESS_PARALLELISM` (cores + 1), `GZSHIP_UPLOADS_IN_FLIGHT` (4), see
-//! [`WorkerTuning`].
+//! Worker only: `GZSHIP_COMPRESS_PARALLELISM` (cores + 1), `GZSHIP_UPLOADS_IN_FLIGHT` (4),
+//! `GZSHIP_PART_MEMORY_MB` (256), see [`WorkerTuning`].
 //!
 //! Master only:
 //!
@@ -247,6 +247,11 @@ impl WorkerEnv {
                 "GZSHIP_UPLOADS_IN_FLIGHT",
                 defaults.uploads_in_flight,
             )?,
+            part_memory: parsed::<u64>(
+                lookup,
+                "GZSHIP_PART_MEMORY_MB",
+                defaults.part_memory >> 20,
+            )? << 20,
         };
         tuning.validate()?;
         Ok(WorkerEnv {
