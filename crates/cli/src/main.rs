@@ -12,6 +12,7 @@ mod ssh;
 mod store;
 mod verify;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -236,12 +237,20 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 (None, None) => bail!("give SOURCE or --size"),
             };
             let plan = plan::plan(size, &tuning.tuning())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+            let mut out = std::io::stdout().lock();
+            let written = if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)
             } else {
-                print_plan(&plan);
+                write_plan(&mut out, &plan)
+            };
+            match written.and_then(|()| out.flush()) {
+                // `gzship plan | head`: the reader has what it wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                other => {
+                    other.context("write the plan to stdout")?;
+                    Ok(ExitCode::SUCCESS)
+                }
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
             source,
@@ -329,25 +338,28 @@ fn print_report(report: &JobReport, destination: &str, json: bool) -> anyhow::Re
     Ok(())
 }
 
-fn print_plan(plan: &plan::Plan) {
-    println!(
+fn write_plan(out: &mut impl Write, plan: &plan::Plan) -> std::io::Result<()> {
+    writeln!(
+        out,
         "source {} in {} tasks; blocks of {}; parts of {} ({} part numbers reserved)",
         human(plan.source_size),
         plan.tasks.len(),
         human(plan.block_size),
         human(plan.part_size),
         plan.reserved_parts()
-    );
+    )?;
     for t in &plan.tasks {
-        println!(
+        writeln!(
+            out,
             "  task {:>5}  bytes {:>20}  {:>10}  parts {}{}",
             t.index,
             t.range.to_string(),
             human(t.range.len()),
             t.window,
             if t.is_last { "  (last)" } else { "" }
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn print_verify(report: &verify::VerifyReport, destination: &str) {

@@ -307,3 +307,26 @@ fn demo_runs_and_verifies() {
     assert!(stdout.contains("OK:"), "{stdout}");
     assert!(stdout.contains("shipped"), "{stdout}");
 }
+
+/// `gzship plan ... | head -1` is how people skim a plan of thousands of tasks: a closed stdout
+/// must end the program quietly, not with a panic.
+#[test]
+fn plan_into_a_closed_pipe_exits_quietly() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gzship"))
+        .args(["plan", "--size", "1TiB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("source 1.0 TiB"), "{first}");
+    // The reader is dropped here: the rest of the plan goes into a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.success(), "{err}");
+}
