@@ -534,6 +534,7 @@ impl MultipartStore for LocalStore {
         }
         numbers.sort();
         let mut parts = Vec::with_capacity(numbers.len());
+        let mut buf = BytesMut::with_capacity(CHUNK);
         for number in numbers {
             let path = dir.join(part_name(number));
             let mut file = match fs::File::open(&path).await {
@@ -542,19 +543,7 @@ impl MultipartStore for LocalStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io("open part file", &path, e)),
             };
-            let mut sums = PartSums::default();
-            let mut buf = BytesMut::with_capacity(CHUNK);
-            loop {
-                buf.clear();
-                let n = file
-                    .read_buf(&mut buf)
-                    .await
-                    .map_err(|e| io("read part file", &path, e))?;
-                if n == 0 {
-                    break;
-                }
-                sums.update(&buf);
-            }
+            let sums = sum_part(&mut file, &path, &mut buf, None).await?;
             let (size, crc32c) = (sums.size, sums.crc32c);
             parts.push(ListedPart {
                 number,
@@ -693,6 +682,33 @@ fn etag_of(sha256: &[u8]) -> Result<ETag> {
     ETag::new(format!("\"{}\"", hex::encode(&sha256[..16])))
 }
 
+/// Reads the part file at `path` through, hashing it and copying it to `copy` when given.
+async fn sum_part(
+    part: &mut fs::File,
+    path: &Path,
+    buf: &mut BytesMut,
+    mut copy: Option<(&mut fs::File, &Path)>,
+) -> Result<PartSums> {
+    let mut sums = PartSums::default();
+    loop {
+        buf.clear();
+        let n = part
+            .read_buf(buf)
+            .await
+            .map_err(|e| io("read part file", path, e))?;
+        if n == 0 {
+            break;
+        }
+        sums.update(buf);
+        if let Some((out, out_path)) = copy.as_mut() {
+            out.write_all(buf)
+                .await
+                .map_err(|e| io("write assembled object", out_path, e))?;
+        }
+    }
+    Ok(sums)
+}
+
 /// Copies `parts` from `dir` into a new file `tmp`, checking each one's ETag and CRC32C.
 /// The inner error is an S3 error code and message.
 async fn assemble(
@@ -716,21 +732,7 @@ async fn assemble(
             }
             Err(e) => return Err(io("open part file", &path, e)),
         };
-        let mut sums = PartSums::default();
-        loop {
-            buf.clear();
-            let n = part
-                .read_buf(&mut buf)
-                .await
-                .map_err(|e| io("read part file", &path, e))?;
-            if n == 0 {
-                break;
-            }
-            sums.update(&buf);
-            out.write_all(&buf)
-                .await
-                .map_err(|e| io("write assembled object", tmp, e))?;
-        }
+        let sums = sum_part(&mut part, &path, &mut buf, Some((&mut out, tmp))).await?;
         let crc32c = sums.crc32c;
         let etag = sums.etag()?;
         if etag != p.etag {
