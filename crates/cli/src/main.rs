@@ -308,7 +308,7 @@ async fn run_job<S: Source + 'static>(
 
 /// A job id that is unique enough for logs: the key's file name and the start time.
 fn job_id(dest: &ObjectUrl) -> String {
-    let name = dest.key.rsplit('/').next().unwrap_or(&dest.key);
+    let name = dest.file_name();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);

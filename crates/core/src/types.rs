@@ -423,6 +423,13 @@ pub struct ObjectUrl {
     pub key: String,
 }
 
+impl ObjectUrl {
+    /// The last component of the key: `app.log.gz` of `s3://b/logs/app.log.gz`.
+    pub fn file_name(&self) -> &str {
+        self.key.rsplit('/').next().unwrap_or(&self.key)
+    }
+}
+
 impl FromStr for ObjectUrl {
     type Err = Error;
 
@@ -661,6 +668,7 @@ mod tests {
         assert_eq!(u.bucket, "my-bucket");
         assert_eq!(u.key, "logs/2026/app.log.gz");
         assert_eq!(u.to_string(), "s3://my-bucket/logs/2026/app.log.gz");
+        assert_eq!(u.file_name(), "app.log.gz");
         let err = |s: &str| s.parse::<ObjectUrl>().unwrap_err().to_string();
         assert!(err("https://b/k").contains("s3://"));
         assert!(err("s3://bucket").contains("key is missing"));

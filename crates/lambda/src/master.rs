@@ -148,8 +148,7 @@ pub async fn run_job<M: MultipartStore, I: Invoker>(
 
 /// A job id for logs: the key's file name and the Lambda request id.
 fn job_id(dest: &ObjectUrl, request_id: &str) -> String {
-    let name = dest.key.rsplit('/').next().unwrap_or(&dest.key);
-    format!("{name}-{request_id}")
+    format!("{}-{request_id}", dest.file_name())
 }
 
 /// Time the master keeps for itself (stat, create, complete, abort) out of its timeout.
