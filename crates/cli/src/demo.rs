@@ -98,6 +98,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         source.clone(),
         store.clone(),
         &MasterConfig::default(),
+        &gzship_core::worker::WorkerTuning::default(),
         &shown,
     )
     .await?;

@@ -61,6 +61,13 @@ enum Command {
         /// Tasks running at once (each is one SSH connection).
         #[arg(long, env = "GZSHIP_CONCURRENCY", default_value_t = 2)]
         concurrency: usize,
+        /// Memory per task for parts being cut and uploaded; parts too big for it (sources over
+        /// about 1 TiB) are spooled to --spool-dir instead.
+        #[arg(long, env = "GZSHIP_PART_MEMORY", value_parser = parse_size, default_value = "256MiB")]
+        part_memory: u64,
+        /// Directory for spooled parts (default: the system's temporary directory).
+        #[arg(long, env = "GZSHIP_SPOOL_DIR")]
+        spool_dir: Option<std::path::PathBuf>,
         /// Print the job report as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -199,8 +206,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             tuning,
             s3,
             concurrency,
+            part_memory,
+            spool_dir,
             json,
         } => {
+            let defaults = WorkerTuning::default();
+            let worker = WorkerTuning {
+                part_memory,
+                spool_dir: spool_dir.unwrap_or(defaults.spool_dir.clone()),
+                ..defaults
+            };
             let sftp = Arc::new(ssh.source(&source)?);
             let (store, dest) = store::open(&destination, &s3.config()).await?;
             let request = JobRequest {
@@ -213,7 +228,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 concurrency,
                 ..MasterConfig::default()
             };
-            let report = run_job(&request, sftp, store, &config, &destination).await?;
+            let report = run_job(&request, sftp, store, &config, &worker, &destination).await?;
             print_report(&report, &destination, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -285,10 +300,11 @@ async fn run_job<S: Source + 'static>(
     source: Arc<S>,
     store: store::AnyStore,
     config: &MasterConfig,
+    worker: &WorkerTuning,
     shown_destination: &str,
 ) -> anyhow::Result<JobReport> {
     let progress = Arc::new(Progress::default());
-    let invoker = LocalInvoker::new(source.clone(), store.clone(), WorkerTuning::default())
+    let invoker = LocalInvoker::new(source.clone(), store.clone(), worker.clone())
         .with_progress(progress.clone());
     let bar = progress::Bar::start(progress.clone());
     let job_id = job_id(&request.destination);

@@ -1,12 +1,12 @@
 //! The destination the user named: S3 (`s3://bucket/key`) or a local file path.
 
-use bytes::Bytes;
-
 use gzship_core::Result;
 use gzship_core::source::ByteStream;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store, load_sdk_config};
-use gzship_core::store::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use gzship_core::store::{
+    ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart,
+};
 use gzship_core::{ObjectUrl, PartNumber, UploadId};
 
 /// Either store, chosen at run time from the destination.
@@ -49,7 +49,7 @@ impl MultipartStore for AnyStore {
         dest: &ObjectUrl,
         upload_id: &UploadId,
         number: PartNumber,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<UploadedPart> {
         dispatch!(self, s => s.upload_part(dest, upload_id, number, body).await)
     }

@@ -113,21 +113,12 @@ fn report(o: &Output) -> serde_json::Value {
     })
 }
 
-async fn ship_and_check(kind: DataKind, len: u64, tasks: &str) -> serde_json::Value {
+async fn ship_and_check(kind: DataKind, len: u64, extra: &[&str]) -> serde_json::Value {
     let env = env().await;
     let sha = env.write("source.bin", kind, len, 7);
-    let out = env.run(
-        "source.bin",
-        "out/source.bin.gz",
-        &[
-            "--tasks",
-            tasks,
-            "--block-size",
-            "1MiB",
-            "--part-size",
-            "5MiB",
-        ],
-    );
+    let mut args = vec!["--block-size", "1MiB", "--part-size", "5MiB"];
+    args.extend_from_slice(extra);
+    let out = env.run("source.bin", "out/source.bin.gz", &args);
     let r = report(&out);
     for field in ["source_bytes", "object_bytes", "parts", "tasks", "seconds"] {
         assert!(r.get(field).is_some(), "report lacks {field}: {r}");
@@ -143,15 +134,31 @@ async fn ship_and_check(kind: DataKind, len: u64, tasks: &str) -> serde_json::Va
 
 #[tokio::test]
 async fn multi_task_job_on_logs() {
-    let r = ship_and_check(DataKind::Logs, 48 * MIB + 12_345, "3").await;
+    let r = ship_and_check(DataKind::Logs, 48 * MIB + 12_345, &["--tasks", "3"]).await;
     assert_eq!(r["tasks"], 3);
 }
 
 #[tokio::test]
 async fn multi_task_job_on_random_data() {
-    let r = ship_and_check(DataKind::Random, 24 * MIB + 1, "3").await;
+    let r = ship_and_check(DataKind::Random, 24 * MIB + 1, &["--tasks", "3"]).await;
     // Incompressible: three tasks of 8 MiB make at least one 5+ MiB part each.
     assert!(r["parts"].as_u64().unwrap() >= 3);
+}
+
+/// `--part-memory 0` sends every part through `--spool-dir`: same object, no file left there.
+#[tokio::test]
+async fn parts_spooled_to_a_directory() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = spool.path().to_str().unwrap();
+    let r = ship_and_check(
+        DataKind::Random,
+        24 * MIB + 1,
+        &["--tasks", "2", "--part-memory", "0", "--spool-dir", dir],
+    )
+    .await;
+    assert!(r["parts"].as_u64().unwrap() >= 4);
+    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
 }
 
 #[tokio::test]

@@ -492,6 +492,39 @@ fn main() {
                 Output::Json("object_bytes"),
             );
         }
+        if kind == "random" {
+            // Parts as big as the planner picks for sources of about 5 TiB: spooled to the
+            // system's temporary directory at the default part memory, held in memory with
+            // enough of it. Peak RSS should not grow with the part size in the first row.
+            for (id, label, flag) in [
+                (
+                    "gzship-6-1t-random-512mib-parts-spooled",
+                    "`gzship run` level 6, 1 task, 512 MiB parts (default part memory: spooled to /tmp)",
+                    "",
+                ),
+                (
+                    "gzship-6-1t-random-512mib-parts-memory",
+                    "`gzship run` level 6, 1 task, 512 MiB parts, --part-memory 2GiB (in memory)",
+                    "--part-memory 2GiB",
+                ),
+            ] {
+                add(
+                    &mut rows,
+                    id,
+                    label.into(),
+                    "gzship",
+                    file,
+                    kind,
+                    size,
+                    format!(
+                        "exec {} --level 6 --tasks 1 --part-size 512MiB {flag} {} s3://{BUCKET}/{id}.gz",
+                        env.gzship,
+                        src_url(file)
+                    ),
+                    Output::Json("object_bytes"),
+                );
+            }
+        }
     }
     if let Some(only) = &args.only {
         rows.retain(|r| r.id.contains(only.as_str()));

@@ -11,12 +11,20 @@
 //! - Part numbers are used in order from the start of the task's window; running past the
 //!   window is an error (the planner sizes windows for the worst case, so that is a bug).
 //!
-//! Memory: the pending buffer never exceeds `part_size + MIN_PART_SIZE + one member`.
+//! Memory: in memory, the pending bytes never exceed `part_size + MIN_PART_SIZE + one member`.
+//! With a spool directory, the part being cut goes to a temporary file there instead, and only
+//! the bytes past `part_size` (under `MIN_PART_SIZE + one member`) stay in memory: that is how a
+//! worker keeps its memory bounded when huge sources need parts of hundreds of MiB or GiB.
 
-use bytes::{Bytes, BytesMut};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::BytesMut;
 
 use crate::error::{Error, Result};
 use crate::gzip;
+use crate::store::PartBody;
+use crate::store::body::spool_io;
 use crate::types::{MAX_PART_SIZE, MIN_PART_SIZE, PartNumber, PartWindow};
 
 /// The largest `part_size` the assembler accepts: its longest part is
@@ -29,7 +37,7 @@ pub struct Part {
     /// Its number, inside the task's window.
     pub number: PartNumber,
     /// Its bytes.
-    pub data: Bytes,
+    pub data: PartBody,
 }
 
 /// A task's last part, and how many padding members it carries.
@@ -42,12 +50,17 @@ pub struct FinalPart {
 }
 
 /// Cuts one task's stream of members into parts.
+///
+/// The bytes of the part being cut (at most `part_size`) are in `current`; bytes past it wait in
+/// `overflow` until at least [`MIN_PART_SIZE`] of them prove that the part can be cut.
 #[derive(Debug)]
 pub struct PartAssembler {
     window: PartWindow,
     part_size: u64,
     is_last_task: bool,
-    pending: BytesMut,
+    spool: Option<PathBuf>,
+    current: PartWriter,
+    overflow: BytesMut,
     emitted: u32,
     members: u64,
 }
@@ -55,13 +68,36 @@ pub struct PartAssembler {
 impl PartAssembler {
     /// An assembler for a task with part window `window`; `part_size` is the plan's part size
     /// and `is_last_task` whether the task ends the job (only then may its last part be short).
+    /// Parts are held in memory.
     pub fn new(window: PartWindow, part_size: u64, is_last_task: bool) -> Result<Self> {
+        Self::build(window, part_size, is_last_task, None)
+    }
+
+    /// Like [`new`](Self::new), but each part is written to a temporary file in `dir` (deleted
+    /// when the part is dropped) instead of memory.
+    pub fn spooled(
+        window: PartWindow,
+        part_size: u64,
+        is_last_task: bool,
+        dir: &Path,
+    ) -> Result<Self> {
+        Self::build(window, part_size, is_last_task, Some(dir.to_path_buf()))
+    }
+
+    fn build(
+        window: PartWindow,
+        part_size: u64,
+        is_last_task: bool,
+        spool: Option<PathBuf>,
+    ) -> Result<Self> {
         check_part_size(part_size)?;
         Ok(PartAssembler {
+            current: PartWriter::new(spool.as_deref(), part_size)?,
             window,
             part_size,
             is_last_task,
-            pending: BytesMut::new(),
+            spool,
+            overflow: BytesMut::new(),
             emitted: 0,
             members: 0,
         })
@@ -71,11 +107,20 @@ impl PartAssembler {
     /// (usually none or one).
     pub fn push(&mut self, member: &[u8]) -> Result<Vec<Part>> {
         self.members += 1;
-        self.pending.extend_from_slice(member);
+        let room = (self.part_size - self.current.len()) as usize;
+        let (now, later) = member.split_at(room.min(member.len()));
+        self.current.write(now)?;
+        self.overflow.extend_from_slice(later);
         let mut parts = Vec::new();
-        while self.pending.len() as u64 >= self.part_size + MIN_PART_SIZE {
-            let data = self.pending.split_to(self.part_size as usize).freeze();
-            parts.push(self.part(data)?);
+        // `current` is full whenever `overflow` holds anything, so this is "at least
+        // part_size + MIN_PART_SIZE pending".
+        while self.overflow.len() as u64 >= MIN_PART_SIZE {
+            let next = PartWriter::new(self.spool.as_deref(), self.part_size)?;
+            let full = std::mem::replace(&mut self.current, next);
+            parts.push(self.part(full.finish()?)?);
+            let moved = self.overflow.len().min(self.part_size as usize);
+            let head = self.overflow.split_to(moved);
+            self.current.write(&head)?;
         }
         Ok(parts)
     }
@@ -89,16 +134,22 @@ impl PartAssembler {
                 "a task must produce at least one gzip member",
             ));
         }
-        let len = self.pending.len() as u64;
+        let mut tail = std::mem::take(&mut self.overflow).to_vec();
+        let len = self.current.len() + tail.len() as u64;
         let mut padding_members = 0;
         if self.emitted == 0 && len < MIN_PART_SIZE && !self.is_last_task {
-            let mut tail = self.pending.to_vec();
             padding_members = gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
-            self.pending = BytesMut::from(&tail[..]);
         }
-        let data = std::mem::take(&mut self.pending).freeze();
+        // The final part may exceed `part_size` (by under MIN_PART_SIZE): the writer allows it.
+        let empty = PartWriter::Memory {
+            buf: BytesMut::new(),
+            crc32c: 0,
+        };
+        let mut current = std::mem::replace(&mut self.current, empty);
+        current.write(&tail)?;
+        let body = current.finish()?;
         Ok(FinalPart {
-            part: self.part(data)?,
+            part: self.part(body)?,
             padding_members,
         })
     }
@@ -108,7 +159,7 @@ impl PartAssembler {
         self.emitted
     }
 
-    fn part(&mut self, data: Bytes) -> Result<Part> {
+    fn part(&mut self, data: PartBody) -> Result<Part> {
         let number = self
             .window
             .nth(self.emitted)
@@ -120,6 +171,90 @@ impl PartAssembler {
         Ok(Part { number, data })
     }
 }
+
+/// Where the part being cut accumulates, with its running CRC32C.
+#[derive(Debug)]
+enum PartWriter {
+    Memory {
+        buf: BytesMut,
+        crc32c: u32,
+    },
+    File {
+        file: std::io::BufWriter<std::fs::File>,
+        path: tempfile::TempPath,
+        len: u64,
+        crc32c: u32,
+    },
+}
+
+impl PartWriter {
+    fn new(spool: Option<&Path>, part_size: u64) -> Result<Self> {
+        let Some(dir) = spool else {
+            return Ok(PartWriter::Memory {
+                buf: BytesMut::with_capacity(part_size as usize),
+                crc32c: 0,
+            });
+        };
+        let (file, path) = tempfile::Builder::new()
+            .prefix(SPOOL_PREFIX)
+            .tempfile_in(dir)
+            .map_err(|e| spool_io("create spool file in", dir, e))?
+            .into_parts();
+        Ok(PartWriter::File {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            path,
+            len: 0,
+            crc32c: 0,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            PartWriter::Memory { buf, .. } => buf.len() as u64,
+            PartWriter::File { len, .. } => *len,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        match self {
+            PartWriter::Memory { buf, crc32c } => {
+                *crc32c = crc32c::crc32c_append(*crc32c, bytes);
+                buf.extend_from_slice(bytes);
+            }
+            PartWriter::File {
+                file,
+                path,
+                len,
+                crc32c,
+            } => {
+                file.write_all(bytes)
+                    .map_err(|e| spool_io("write spool file", path, e))?;
+                *crc32c = crc32c::crc32c_append(*crc32c, bytes);
+                *len += bytes.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<PartBody> {
+        match self {
+            PartWriter::Memory { buf, crc32c } => Ok(PartBody::memory(buf.freeze(), crc32c)),
+            PartWriter::File {
+                file,
+                path,
+                len,
+                crc32c,
+            } => {
+                file.into_inner()
+                    .map_err(|e| spool_io("flush spool file", &path, e.into_error()))?;
+                Ok(PartBody::spooled(path, len, crc32c))
+            }
+        }
+    }
+}
+
+/// File names of spooled parts start with this (a Lambda worker clears stale ones at start).
+pub const SPOOL_PREFIX: &str = ".gzship-part-";
 
 /// Validates a target part size against S3's limits as the assembler uses it.
 pub fn check_part_size(part_size: u64) -> Result<()> {
@@ -163,6 +298,7 @@ pub fn parts_needed(compressed: u64, part_size: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::body::Content;
     use crate::types::MIB;
     use proptest::prelude::*;
 
@@ -170,10 +306,32 @@ mod tests {
         PartWindow::new(PartNumber::new(first).unwrap(), count).unwrap()
     }
 
-    /// Feeds members of the given sizes (filled with a running byte counter) and returns the
-    /// parts, checking that the bytes come out in order.
+    /// Feeds members of the given sizes (filled with a running byte counter) to an in-memory
+    /// and a spooling assembler, checks both cut the same parts (bytes and CRC32C), and returns
+    /// the in-memory ones.
     fn run(sizes: &[usize], part_size: u64, last: bool, win: PartWindow) -> Result<Vec<Part>> {
-        let mut a = PartAssembler::new(win, part_size, last)?;
+        let dir = tempfile::tempdir().unwrap();
+        let memory = feed(PartAssembler::new(win, part_size, last)?, sizes)?;
+        let spooled = feed(
+            PartAssembler::spooled(win, part_size, last, dir.path())?,
+            sizes,
+        )?;
+        assert_eq!(memory.len(), spooled.len());
+        for (m, s) in memory.iter().zip(&spooled) {
+            assert_eq!(m.number, s.number);
+            assert!(matches!(m.data.content(), Content::Memory(_)));
+            assert!(matches!(s.data.content(), Content::File(_)));
+            assert_eq!(bytes_of(&m.data), bytes_of(&s.data));
+            assert_eq!(m.data.crc32c(), crc32c::crc32c(&bytes_of(&m.data)));
+            assert_eq!(m.data.crc32c(), s.data.crc32c());
+        }
+        drop(spooled);
+        let left = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(left, 0, "spool files outlived their parts");
+        Ok(memory)
+    }
+
+    fn feed(mut a: PartAssembler, sizes: &[usize]) -> Result<Vec<Part>> {
         let mut parts = Vec::new();
         let mut counter = 0u8;
         for &n in sizes {
@@ -189,6 +347,13 @@ mod tests {
         Ok(parts)
     }
 
+    fn bytes_of(body: &PartBody) -> Vec<u8> {
+        match body.content() {
+            Content::Memory(b) => b.to_vec(),
+            Content::File(p) => std::fs::read(p).unwrap(),
+        }
+    }
+
     fn check(parts: &[Part], sizes: &[usize], part_size: u64, last: bool, win: PartWindow) {
         let total: u64 = sizes.iter().map(|&n| n as u64).sum();
         // Numbers ascend from the window's start.
@@ -196,7 +361,7 @@ mod tests {
             assert_eq!(p.number, win.nth(i as u32).unwrap());
         }
         // Sizes match the size-level model and obey S3's rules.
-        let got: Vec<u64> = parts.iter().map(|p| p.data.len() as u64).collect();
+        let got: Vec<u64> = parts.iter().map(|p| p.data.len()).collect();
         assert_eq!(got, part_sizes(total, part_size, last));
         for (i, &s) in got.iter().enumerate() {
             let is_final = i + 1 == got.len();
@@ -206,7 +371,7 @@ mod tests {
             }
         }
         // The data bytes come out once and in order; padding only after them.
-        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        let joined: Vec<u8> = parts.iter().flat_map(|p| bytes_of(&p.data)).collect();
         let mut counter = 0u8;
         for &b in &joined[..total as usize] {
             counter = counter.wrapping_add(1);
@@ -223,7 +388,7 @@ mod tests {
         let w = window(3, 1);
         let parts = run(&[300], 16 * MIB, false, w).unwrap();
         assert_eq!(parts.len(), 1);
-        assert_eq!(parts[0].data.len() as u64, MIN_PART_SIZE);
+        assert_eq!(parts[0].data.len(), MIN_PART_SIZE);
         check(&parts, &[300], 16 * MIB, false, w);
     }
 

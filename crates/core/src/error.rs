@@ -212,6 +212,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The worker's spool directory has no room for the parts it must hold on disk.
+    #[error(
+        "spooling parts of {part_size} bytes needs {needed} bytes free in {dir}, which has \
+         {available}: give the worker more temporary storage (on Lambda, the function's \
+         EphemeralStorage, up to 10240 MB) or more part_memory"
+    )]
+    SpoolSpace {
+        /// The spool directory.
+        dir: String,
+        /// The plan's part size.
+        part_size: u64,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+
     /// The job was cancelled (a sibling failed, or the caller gave up).
     #[error("cancelled: {reason}")]
     Cancelled {
@@ -262,6 +279,7 @@ impl Error {
             Error::Invoke { .. } => "Invoke",
             Error::Remote { .. } => "Remote",
             Error::Io { .. } => "Io",
+            Error::SpoolSpace { .. } => "SpoolSpace",
             Error::Cancelled { .. } => "Cancelled",
         }
     }

@@ -6,12 +6,15 @@
 //! once, on the blocking pool: every core) -> members in source order -> PartAssembler ->
 //! UploadPart (uploads_in_flight at once) -> TaskReport
 //! ```
-//! Peak memory is about `compress_parallelism * 2 * block_size + (uploads + 2) * (part_size +
-//! 5 MiB)` plus the source's reads in flight, where `uploads` is `uploads_in_flight` cut down to
-//! fit `part_memory` ([`WorkerTuning::uploads_for`]); it does not grow with the range.
+//! Peak memory is about `compress_parallelism * 2 * block_size` plus the source's reads in
+//! flight plus the parts: `(uploads + 1) * (part_size + 5 MiB)` while that fits `part_memory`
+//! (256 MiB by default: parts up to about 120 MiB, sources up to about 1 TiB), else the parts go
+//! to temporary files in `spool_dir` and only a few MiB of them stay in memory
+//! ([`WorkerTuning::part_storage`]). It grows neither with the range nor with the part size.
 //! On the first error every stage stops (dropping the pipeline drops the SFTP stream and
 //! aborts the uploads in flight) and the error names the stage that failed.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -21,7 +24,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::assemble::{Part, PartAssembler};
+use crate::assemble::{Part, PartAssembler, SPOOL_PREFIX};
 use crate::error::{Error, Result};
 use crate::gzip::{self, BlockCompressor, Level, Member};
 use crate::source::Source;
@@ -39,13 +42,35 @@ pub struct WorkerTuning {
     /// UploadPart requests in flight. Default 4. Each holds one part in memory. Too low on a
     /// high-latency link: uploads lag compression; too high: memory, and throttling by S3.
     pub uploads_in_flight: usize,
-    /// Memory for parts in flight: fewer uploads run at once when `uploads_in_flight` parts of
-    /// the plan's part size would not fit (the planner raises the part size for sources over
-    /// about 150 GiB). Default 256 MiB; at least one upload always runs, so with parts over
-    /// about 120 MiB (sources over about 1 TiB) a worker needs about three parts of memory.
-    /// Too low: uploads lag compression; too high: a worker outgrows its memory on huge jobs.
+    /// Memory for parts: the part being cut plus those uploading. Fewer uploads run at once
+    /// when `uploads_in_flight + 1` parts of the plan's part size would not fit (the planner
+    /// raises the part size for sources over about 150 GiB); when not even two fit (parts over
+    /// about 120 MiB at the default 256 MiB), parts are spooled to `spool_dir` instead. Too low:
+    /// parts go to disk or upload one at a time; too high: a worker outgrows its memory.
     pub part_memory: u64,
+    /// Where parts too big for `part_memory` are spooled, one temporary file per part, deleted
+    /// once uploaded (or on failure). Default: the system's temporary directory (`/tmp` on
+    /// Lambda, whose size is the function's EphemeralStorage). A task checks before it starts
+    /// that the directory has room for `uploads + 1` parts (at least one, then uploads are
+    /// sequential) and fails with [`Error::SpoolSpace`] otherwise.
+    pub spool_dir: PathBuf,
 }
+
+/// How a worker holds the parts it cuts ([`WorkerTuning::part_storage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartStorage {
+    /// UploadPart requests at once.
+    pub uploads: usize,
+    /// The spool directory, when parts go to disk; `None`: in memory.
+    pub spool: Option<PathBuf>,
+    /// Whether each part must finish uploading before the next is cut (the spool has room for
+    /// one part only).
+    pub sequential: bool,
+}
+
+/// Room a spooled part needs beyond `part_size + MIN_PART_SIZE`: a member that overshoots
+/// the cut, and file system slack.
+const SPOOL_SLACK: u64 = 16 * MIB;
 
 impl Default for WorkerTuning {
     fn default() -> Self {
@@ -54,16 +79,47 @@ impl Default for WorkerTuning {
             compress_parallelism: cores + 1,
             uploads_in_flight: 4,
             part_memory: 256 * MIB,
+            spool_dir: std::env::temp_dir(),
         }
     }
 }
 
 impl WorkerTuning {
-    /// Uploads to run at once for parts of `part_size`: `uploads_in_flight`, fewer when that
-    /// many parts (each up to `part_size + 5 MiB`) would exceed `part_memory`, at least one.
-    pub fn uploads_for(&self, part_size: u64) -> usize {
+    /// How to hold parts of `part_size`: in memory with up to `uploads_in_flight` uploads when
+    /// at least two parts fit `part_memory`, else spooled to `spool_dir` with as many uploads
+    /// as its free space allows (see [`spool_storage`](Self::spool_storage)).
+    pub fn part_storage(&self, part_size: u64) -> Result<PartStorage> {
         let fit = self.part_memory / (part_size + MIN_PART_SIZE);
-        self.uploads_in_flight.min(fit as usize).max(1)
+        if fit >= 2 {
+            return Ok(PartStorage {
+                uploads: self.uploads_in_flight.min(fit as usize - 1),
+                spool: None,
+                sequential: false,
+            });
+        }
+        let free = available_space(&self.spool_dir)?;
+        self.spool_storage(part_size, free)
+    }
+
+    /// Spooled storage for parts of `part_size` given `free` bytes in `spool_dir`: one part is
+    /// being cut while the others upload, so `uploads` is one less than the parts that fit;
+    /// room for one part only means sequential uploads; none is [`Error::SpoolSpace`].
+    pub fn spool_storage(&self, part_size: u64, free: u64) -> Result<PartStorage> {
+        let slot = part_size + MIN_PART_SIZE + SPOOL_SLACK;
+        let fit = (free / slot) as usize;
+        if fit == 0 {
+            return Err(Error::SpoolSpace {
+                dir: self.spool_dir.display().to_string(),
+                part_size,
+                needed: slot,
+                available: free,
+            });
+        }
+        Ok(PartStorage {
+            uploads: self.uploads_in_flight.min(fit.saturating_sub(1)).max(1),
+            spool: Some(self.spool_dir.clone()),
+            sequential: fit == 1,
+        })
     }
 
     /// Checks the knobs are usable.
@@ -115,13 +171,19 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         .try_buffered(tuning.compress_parallelism)
         .boxed();
 
-    let mut assembler = PartAssembler::new(task.window, task.part_size, task.is_last)?;
-    let mut uploads = Uploads::new(
-        store.clone(),
-        task,
-        tuning.uploads_for(task.part_size),
-        progress,
-    );
+    let storage = tuning.part_storage(task.part_size)?;
+    let mut assembler = match &storage.spool {
+        None => PartAssembler::new(task.window, task.part_size, task.is_last)?,
+        Some(dir) => PartAssembler::spooled(task.window, task.part_size, task.is_last, dir)?,
+    };
+    if let Some(dir) = &storage.spool {
+        tracing::info!(
+            job = %task.job_id, task = task.index, part_size = task.part_size,
+            spool = %dir.display(), uploads = storage.uploads, sequential = storage.sequential,
+            "parts spooled to disk"
+        );
+    }
+    let mut uploads = Uploads::new(store.clone(), task, storage.uploads, progress);
     let mut crc32 = 0u32;
     let mut bytes_read = 0u64;
     let mut member_count = 0u64;
@@ -134,8 +196,13 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
             p.source_bytes
                 .fetch_add(member.input_len, Ordering::Relaxed);
         }
-        for part in assembler.push(&member.bytes)? {
+        let parts;
+        (assembler, parts) = push(assembler, member.bytes).await?;
+        for part in parts {
             uploads.start(part).await?;
+            if storage.sequential {
+                uploads.wait_all().await?;
+            }
         }
     }
     // Close the SFTP stream before the last uploads finish.
@@ -155,7 +222,7 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         assembler.push(&gzip::EMPTY_MEMBER)?;
         member_count += 1;
     }
-    let tail = assembler.finish()?;
+    let tail = blocking(move || assembler.finish()).await?;
     uploads.start(tail.part).await?;
     let parts = uploads.finish().await?;
 
@@ -215,6 +282,62 @@ fn blocks(
         st.offset += take as u64;
         Ok(Some(((offset, block), st)))
     })
+}
+
+/// Feeds one member to the assembler on the blocking pool (a spooling assembler writes files).
+async fn push(mut assembler: PartAssembler, member: Bytes) -> Result<(PartAssembler, Vec<Part>)> {
+    blocking(move || {
+        let parts = assembler.push(&member)?;
+        Ok((assembler, parts))
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Cancelled {
+            reason: format!("part assembly ended abnormally: {e}"),
+        })?
+}
+
+/// Bytes free for an unprivileged writer in the file system holding `dir`.
+pub fn available_space(dir: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| Error::Io {
+        op: "check free space of spool directory",
+        path: dir.display().to_string(),
+        source: e.into(),
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Deletes spooled part files left in `dir` by a worker that was killed (a Lambda timeout
+/// leaves /tmp to the next invocation). Only for a directory no running task uses; returns how
+/// many files were deleted.
+pub fn clear_spool(dir: &Path) -> Result<usize> {
+    let io = |op, e| Error::Io {
+        op,
+        path: dir.display().to_string(),
+        source: e,
+    };
+    let mut deleted = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("list spool directory", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io("list spool directory", e))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(SPOOL_PREFIX)
+        {
+            std::fs::remove_file(entry.path()).map_err(|e| io("delete stale spool file in", e))?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
 }
 
 thread_local! {
@@ -277,6 +400,7 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
                     let uploaded = store
                         .upload_part(&dest, &upload_id, part.number, part.data)
                         .await;
+                    // The part (and its spool file) is gone once the upload has ended.
                     drop(permit);
                     uploaded
                 });
@@ -314,6 +438,14 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
         Ok(())
     }
 
+    /// Waits for the uploads in flight (surfacing the first failure).
+    async fn wait_all(&mut self) -> Result<()> {
+        while let Some(res) = self.in_flight.join_next().await {
+            self.record(res)?;
+        }
+        Ok(())
+    }
+
     /// Waits for every upload; returns the parts in ascending order.
     async fn finish(mut self) -> Result<Vec<UploadedPart>> {
         while let Some(res) = self.in_flight.join_next().await {
@@ -328,15 +460,74 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn uploads_in_flight_shrink_with_big_parts() {
-        let t = WorkerTuning {
+    fn tuning(part_memory: u64) -> WorkerTuning {
+        WorkerTuning {
             compress_parallelism: 3,
             uploads_in_flight: 4,
-            part_memory: 256 * MIB,
-        };
-        assert_eq!(t.uploads_for(16 * MIB), 4);
-        assert_eq!(t.uploads_for(114 * MIB), 2);
-        assert_eq!(t.uploads_for(4096 * MIB), 1);
+            part_memory,
+            spool_dir: PathBuf::from("/spool"),
+        }
+    }
+
+    #[test]
+    fn small_parts_stay_in_memory_with_fewer_uploads_as_they_grow() {
+        let t = tuning(256 * MIB);
+        let s = t.part_storage(16 * MIB).unwrap();
+        assert_eq!((s.uploads, s.spool, s.sequential), (4, None, false));
+        // 256 / 63 = 4 parts fit: one being cut, three uploading.
+        assert_eq!(t.part_storage(58 * MIB).unwrap().uploads, 3);
+        // Two fit: one upload.
+        let s = t.part_storage(120 * MIB).unwrap();
+        assert_eq!((s.uploads, s.spool), (1, None));
+    }
+
+    #[test]
+    fn big_parts_are_spooled_with_uploads_set_by_free_space() {
+        let t = tuning(256 * MIB);
+        let slot = 1024 * MIB + MIN_PART_SIZE + SPOOL_SLACK;
+        let s = t.spool_storage(1024 * MIB, 10 * slot).unwrap();
+        assert_eq!(s.spool.as_deref(), Some(Path::new("/spool")));
+        assert_eq!((s.uploads, s.sequential), (4, false));
+        let s = t.spool_storage(1024 * MIB, 3 * slot).unwrap();
+        assert_eq!((s.uploads, s.sequential), (2, false));
+        // Room for one part: cut it, upload it, then cut the next.
+        let s = t.spool_storage(1024 * MIB, 2 * slot - 1).unwrap();
+        assert_eq!((s.uploads, s.sequential), (1, true));
+        // S3's largest parts fit Lambda's largest /tmp (10,240 MiB), sequentially at worst.
+        let s = t
+            .spool_storage(5 * 1024 * MIB - MIN_PART_SIZE, 10_240 * MIB)
+            .unwrap();
+        assert!(s.sequential);
+    }
+
+    #[test]
+    fn no_room_for_one_part_is_a_clear_error() {
+        let t = tuning(0);
+        let err = t.spool_storage(1024 * MIB, 512 * MIB).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::SpoolSpace { .. }), "{msg}");
+        assert!(
+            msg.contains("/spool") && msg.contains("EphemeralStorage"),
+            "{msg}"
+        );
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn free_space_is_read_from_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(available_space(dir.path()).unwrap() > 0);
+        let err = available_space(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("spool directory"), "{err}");
+    }
+
+    #[test]
+    fn clear_spool_deletes_only_spool_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{SPOOL_PREFIX}abc")), b"x").unwrap();
+        std::fs::write(dir.path().join("keep.txt"), b"y").unwrap();
+        assert_eq!(clear_spool(dir.path()).unwrap(), 1);
+        assert!(dir.path().join("keep.txt").exists());
+        assert_eq!(clear_spool(&dir.path().join("missing")).unwrap(), 0);
     }
 }

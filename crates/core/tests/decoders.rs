@@ -6,6 +6,7 @@
 use gzship_core::assemble::PartAssembler;
 use gzship_core::gzip::{BlockCompressor, EMPTY_MEMBER, Level};
 use gzship_core::plan::{Plan, Tuning, plan};
+use gzship_core::store::body::Content;
 use gzship_core::types::{KIB, MIB, MIN_PART_SIZE};
 use gzship_testkit::data::{DataKind, generate, sha256};
 use gzship_testkit::decode::assert_decodes;
@@ -34,14 +35,16 @@ fn ship(source: &[u8], plan: &Plan, level: Level) -> Vec<Vec<u8>> {
     let n = parts.len();
     for (i, p) in parts.iter().enumerate() {
         if i + 1 < n {
-            assert!(
-                p.data.len() as u64 >= MIN_PART_SIZE,
-                "part {} is short",
-                p.number
-            );
+            assert!(p.data.len() >= MIN_PART_SIZE, "part {} is short", p.number);
         }
     }
-    parts.into_iter().map(|p| p.data.to_vec()).collect()
+    parts
+        .into_iter()
+        .map(|p| match p.data.content() {
+            Content::Memory(b) => b.to_vec(),
+            Content::File(f) => std::fs::read(f).unwrap(),
+        })
+        .collect()
 }
 
 fn round_trip(source: &[u8], tuning: &Tuning) -> usize {

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use gzship_core::assemble::PartAssembler;
 use gzship_core::error::chain;
+use gzship_core::store::body::Content;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store};
 use gzship_core::store::{MultipartStore, ObjectMeta, UploadedPart};
 use gzship_core::types::{MIB, MIN_PART_SIZE};
-use gzship_core::{Error, ObjectUrl, PartNumber, UploadId};
+use gzship_core::{Error, ObjectUrl, PartNumber, PartWindow, UploadId};
 use gzship_testkit::s3::S3Server;
 
 const BUCKET: &str = "conformance";
@@ -100,7 +102,7 @@ async fn upload(
     b: &Bytes,
 ) -> UploadedPart {
     store
-        .upload_part(dest, id, part(n), b.clone())
+        .upload_part(dest, id, part(n), b.clone().into())
         .await
         .unwrap_or_else(|e| panic!("upload part {n}: {}", chain(&e)))
 }
@@ -312,7 +314,7 @@ async fn abort_leaves_nothing(store: &impl MultipartStore, dest: &ObjectUrl, q: 
         .expect_err("an aborted upload has no parts to list");
     assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
     let err = store
-        .upload_part(dest, &id, part(2), body(51, 10))
+        .upload_part(dest, &id, part(2), body(51, 10).into())
         .await
         .expect_err("an aborted upload takes no parts");
     if q.aborted_upload_is_no_such_upload {
@@ -388,7 +390,7 @@ async fn upload_id_is_bound_to_its_key(
         key: format!("{}.other", dest.key),
     };
     let err = store
-        .upload_part(&other, &id, part(1), body(70, 10))
+        .upload_part(&other, &id, part(1), body(70, 10).into())
         .await
         .expect_err("an upload id used for another key");
     assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
@@ -434,6 +436,39 @@ async fn get_object_streams(store: &impl MultipartStore, dest: &ObjectUrl, _q: B
         .unwrap();
     assert!(chunks.len() > 1, "one chunk of {} bytes", a.len());
     assert_eq!(chunks.concat(), a.to_vec());
+}
+
+/// A part spooled to a file (as a worker spools parts too big for its memory) uploads from
+/// the file with the same size, CRC32C and bytes as from memory, and the file is gone after.
+async fn spooled_parts_upload_from_their_files(
+    store: &impl MultipartStore,
+    dest: &ObjectUrl,
+    _q: Behaviour,
+) {
+    let spool = tempfile::tempdir().unwrap();
+    let window = PartWindow::new(part(1), 2).unwrap();
+    let mut assembler = PartAssembler::spooled(window, MIN_PART_SIZE, true, spool.path()).unwrap();
+    let (a, b) = (body(60, 7 * MIB as usize), body(61, 3 * MIB as usize + 17));
+    let mut parts = assembler.push(&a).unwrap();
+    parts.extend(assembler.push(&b).unwrap());
+    parts.push(assembler.finish().unwrap().part);
+    assert_eq!(parts.len(), 2);
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let mut uploaded = Vec::new();
+    for p in parts {
+        assert!(matches!(p.data.content(), Content::File(_)));
+        let (len, crc) = (p.data.len(), p.data.crc32c());
+        let u = store
+            .upload_part(dest, &id, p.number, p.data)
+            .await
+            .unwrap();
+        assert_eq!((u.size, u.crc32c), (len, crc));
+        uploaded.push(u);
+    }
+    store.complete_upload(dest, &id, &uploaded).await.unwrap();
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
+    let left = std::fs::read_dir(spool.path()).unwrap().count();
+    assert_eq!(left, 0, "spool files outlived their uploads");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -494,6 +529,7 @@ conformance!(
     upload_id_is_bound_to_its_key,
     get_object_streams,
     tags_round_trip,
+    spooled_parts_upload_from_their_files,
 );
 
 /// After a suite fn (which completes or aborts every upload it makes), the local store has no
@@ -520,7 +556,7 @@ async fn moto_stopped_server_fails_part_upload_fast() {
     // A guard against a hang, not a performance threshold.
     let res = tokio::time::timeout(
         Duration::from_secs(120),
-        store.upload_part(&dest, &id, part(7), body(90, 1000)),
+        store.upload_part(&dest, &id, part(7), body(90, 1000).into()),
     )
     .await
     .expect("upload_part to a stopped server hung");
@@ -589,7 +625,7 @@ async fn s3_store_times_out_on_a_silent_server() {
     // A guard against a hang, not a performance threshold.
     let res = tokio::time::timeout(
         Duration::from_secs(60),
-        store.upload_part(&dest, &id, part(3), body(92, 1000)),
+        store.upload_part(&dest, &id, part(3), body(92, 1000).into()),
     )
     .await
     .expect("upload_part to a silent server hung");

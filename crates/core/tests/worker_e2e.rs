@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use gzship_core::assemble::parts_needed;
 use gzship_core::error::{Error, Result, chain};
@@ -16,7 +15,9 @@ use gzship_core::plan::worst_case_compressed;
 use gzship_core::source::sftp::{HostKeyPolicy, SftpConfig, SftpSource, SftpTuning, SshAuth};
 use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::store::s3::S3Store;
-use gzship_core::store::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use gzship_core::store::{
+    ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart,
+};
 use gzship_core::types::{MIB, MIN_PART_SIZE};
 use gzship_core::wire::{Task, TaskReport};
 use gzship_core::worker::{self, WorkerTuning};
@@ -149,12 +150,35 @@ fn check_report(report: &TaskReport, task: &Task) {
 }
 
 async fn one_task(kind: DataKind) {
+    one_task_with(kind, 256 * MIB, &WorkerTuning::default()).await;
+}
+
+/// A tuning that spools every part to a fresh directory (no part fits `part_memory`).
+fn spooling() -> (tempfile::TempDir, WorkerTuning) {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = WorkerTuning {
+        part_memory: 0,
+        spool_dir: dir.path().to_path_buf(),
+        ..WorkerTuning::default()
+    };
+    (dir, tuning)
+}
+
+fn assert_spool_empty(dir: &tempfile::TempDir) {
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "spool files left behind: {left:?}");
+}
+
+async fn one_task_with(kind: DataKind, len: u64, tuning: &WorkerTuning) {
     let env = env().await;
-    let (url, stat, sha) = env.put("source", kind, 256 * MIB).await;
+    let (url, stat, sha) = env.put("source", kind, len).await;
     let (dest, id) = env.create("one-task.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
     let store = env.s3.store();
-    let report = worker::run(task, &env.source, &store, &WorkerTuning::default(), None)
+    let report = worker::run(task, &env.source, &store, tuning, None)
         .await
         .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
     check_report(&report, task);
@@ -182,6 +206,15 @@ async fn one_task_over_random_data() {
 #[tokio::test]
 async fn one_task_over_zeros() {
     one_task(DataKind::Zeros).await;
+}
+
+/// Parts too big for the worker's part memory go through spool files: same object, and no file
+/// is left once the task is done.
+#[tokio::test]
+async fn one_task_with_parts_spooled_to_disk() {
+    let (spool, tuning) = spooling();
+    one_task_with(DataKind::Random, 96 * MIB, &tuning).await;
+    assert_spool_empty(&spool);
 }
 
 #[tokio::test]
@@ -246,7 +279,7 @@ impl MultipartStore for RejectPart {
         dest: &ObjectUrl,
         id: &UploadId,
         n: PartNumber,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<UploadedPart> {
         let id = if n == self.reject {
             UploadId::new("no-such-upload").unwrap()
@@ -295,6 +328,17 @@ impl MultipartStore for RejectPart {
 
 #[tokio::test]
 async fn rejected_part_is_named_and_abort_leaves_nothing() {
+    rejected_part(&WorkerTuning::default()).await;
+}
+
+#[tokio::test]
+async fn rejected_spooled_part_leaves_no_spool_file() {
+    let (spool, tuning) = spooling();
+    rejected_part(&tuning).await;
+    assert_spool_empty(&spool);
+}
+
+async fn rejected_part(tuning: &WorkerTuning) {
     let env = env().await;
     let (url, stat, _) = env.put("random", DataKind::Random, 64 * MIB).await;
     let (dest, id) = env.create("rejected.gz").await;
@@ -303,7 +347,7 @@ async fn rejected_part_is_named_and_abort_leaves_nothing() {
         inner: env.s3.store(),
         reject: PartNumber::new(2).unwrap(),
     };
-    let err = worker::run(task, &env.source, &store, &WorkerTuning::default(), None)
+    let err = worker::run(task, &env.source, &store, tuning, None)
         .await
         .unwrap_err();
     let msg = chain(&err);

@@ -18,7 +18,9 @@
 //! | `GZSHIP_S3_ENDPOINT` | an S3-compatible endpoint (implies path-style addressing) | AWS |
 //!
 //! Worker only: `GZSHIP_COMPRESS_PARALLELISM` (cores + 1), `GZSHIP_UPLOADS_IN_FLIGHT` (4),
-//! `GZSHIP_PART_MEMORY_MB` (256), see [`WorkerTuning`].
+//! `GZSHIP_PART_MEMORY_MB` (256), `GZSHIP_SPOOL_DIR` (`/tmp`: where parts too big for the part
+//! memory are spooled; the worker deletes stale spool files there when an invocation starts),
+//! see [`WorkerTuning`].
 //!
 //! Master only:
 //!
@@ -252,6 +254,8 @@ impl WorkerEnv {
                 "GZSHIP_PART_MEMORY_MB",
                 defaults.part_memory >> 20,
             )? << 20,
+            spool_dir: var(lookup, "GZSHIP_SPOOL_DIR")
+                .map_or(defaults.spool_dir, std::path::PathBuf::from),
         };
         tuning.validate()?;
         Ok(WorkerEnv {

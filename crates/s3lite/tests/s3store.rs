@@ -78,7 +78,12 @@ async fn round_trip(storage: Storage, etag: EtagKind) {
     let mut parts: Vec<UploadedPart> = Vec::new();
     // Part 9 first, then 1 and 4: gaps and any order, as gzship's part windows do.
     for (num, body) in [(9, c.clone()), (1, a.clone()), (4, b.clone())] {
-        parts.push(store.upload_part(&d, &id, n(num), body).await.unwrap());
+        parts.push(
+            store
+                .upload_part(&d, &id, n(num), body.into())
+                .await
+                .unwrap(),
+        );
     }
     parts.sort_by_key(|p| p.number);
 
@@ -150,7 +155,7 @@ async fn discarded_bodies_still_complete_and_head() {
     let d = dest("k");
     let id = store.create_upload(&d, &meta()).await.unwrap();
     let p = store
-        .upload_part(&d, &id, n(1), Bytes::from_static(b"x"))
+        .upload_part(&d, &id, n(1), Bytes::from_static(b"x").into())
         .await
         .unwrap();
     store
@@ -170,9 +175,12 @@ async fn entity_too_small_then_abort_leaves_nothing() {
     let id = store.create_upload(&d, &meta()).await.unwrap();
     let short = Bytes::from(vec![7u8; (MIN_PART_SIZE - 1) as usize]);
     let parts = vec![
-        store.upload_part(&d, &id, n(1), short).await.unwrap(),
         store
-            .upload_part(&d, &id, n(2), Bytes::from_static(b"last"))
+            .upload_part(&d, &id, n(1), short.into())
+            .await
+            .unwrap(),
+        store
+            .upload_part(&d, &id, n(2), Bytes::from_static(b"last").into())
             .await
             .unwrap(),
     ];
@@ -201,8 +209,11 @@ async fn bad_checksums_wrong_etags_and_order_are_refused() {
         .unwrap_err();
     assert!(chain(&err).contains("BadDigest"), "{}", chain(&err));
     let big = Bytes::from(vec![1u8; MIN_PART_SIZE as usize]);
-    let p1 = store.upload_part(&d, &id, n(1), big.clone()).await.unwrap();
-    let p2 = store.upload_part(&d, &id, n(2), big).await.unwrap();
+    let p1 = store
+        .upload_part(&d, &id, n(1), big.clone().into())
+        .await
+        .unwrap();
+    let p2 = store.upload_part(&d, &id, n(2), big.into()).await.unwrap();
     let err = store
         .complete_upload(&d, &id, &[p2.clone(), p1.clone()])
         .await
@@ -229,7 +240,7 @@ async fn listings_page() {
     let id = store.create_upload(&d, &meta()).await.unwrap();
     for p in 1..=5 {
         store
-            .upload_part(&d, &id, n(p * 2), Bytes::from_static(b"p"))
+            .upload_part(&d, &id, n(p * 2), Bytes::from_static(b"p").into())
             .await
             .unwrap();
     }

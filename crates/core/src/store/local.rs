@@ -33,13 +33,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart};
 use crate::error::{Error, Result};
 use crate::source::ByteStream;
 use crate::types::{ETag, MAX_PARTS, MIN_PART_SIZE, ObjectUrl, PartNumber, UploadId};
@@ -311,20 +312,40 @@ impl MultipartStore for LocalStore {
         dest: &ObjectUrl,
         upload_id: &UploadId,
         number: PartNumber,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<UploadedPart> {
         let op = format!("upload part {number} of");
         let (dir, _) = self.open_upload(&op, dest, upload_id).await?;
-        let crc32c = crc32c::crc32c(&body);
-        let etag = etag_of(Sha256::digest(&body).as_slice())?;
         let tmp = dir.join(format!(".tmp-{}-{}", part_name(number), random_suffix()));
         let written = async {
             let mut file = fs::File::create(&tmp)
                 .await
                 .map_err(|e| io("create part file", &tmp, e))?;
-            file.write_all(&body)
-                .await
-                .map_err(|e| io("write part file", &tmp, e))?;
+            let mut sums = PartSums::default();
+            let mut chunks = body.stream().await?;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                sums.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| io("write part file", &tmp, e))?;
+            }
+            // The checksum the client sent must match the bytes, as S3 checks it.
+            if sums.crc32c != body.crc32c() || sums.size != body.len() {
+                return Err(s3_like(
+                    &op,
+                    dest,
+                    "BadDigest",
+                    format!(
+                        "the part's {} bytes have CRC32C {:08x}; the request said {} bytes \
+                         with CRC32C {:08x}",
+                        sums.size,
+                        sums.crc32c,
+                        body.len(),
+                        body.crc32c()
+                    ),
+                ));
+            }
             // Acknowledged parts survive a crash, as on S3.
             file.sync_data()
                 .await
@@ -332,18 +353,19 @@ impl MultipartStore for LocalStore {
             let path = dir.join(part_name(number));
             fs::rename(&tmp, &path)
                 .await
-                .map_err(|e| io("rename part file", &path, e))
+                .map_err(|e| io("rename part file", &path, e))?;
+            Ok(sums)
         }
         .await;
         if written.is_err() {
             let _ = fs::remove_file(&tmp).await;
         }
-        written?;
+        let sums = written?;
         Ok(UploadedPart {
             number,
-            etag,
-            size: body.len() as u64,
-            crc32c,
+            size: sums.size,
+            crc32c: sums.crc32c,
+            etag: sums.etag()?,
         })
     }
 
@@ -926,5 +948,25 @@ mod tests {
         assert_eq!(store.object_path(&dest)?, PathBuf::from("/data/out/x.gz"));
         assert!(LocalStore::for_file(Path::new("/")).is_err());
         Ok(())
+    }
+
+    /// A part whose bytes do not match the CRC32C the request carries is refused, as S3 answers
+    /// `BadDigest`, and leaves no part file.
+    #[tokio::test]
+    async fn a_wrong_crc32c_is_bad_digest() -> Result<()> {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("bkt")).unwrap();
+        let store = LocalStore::new(root.path());
+        let dest: ObjectUrl = "s3://bkt/k.gz".parse()?;
+        let id = store.create_upload(&dest, &ObjectMeta::default()).await?;
+        let bytes = bytes::Bytes::from_static(b"some part");
+        let body = PartBody::memory(bytes.clone(), crc32c::crc32c(&bytes) ^ 1);
+        let err = store
+            .upload_part(&dest, &id, PartNumber::new(1)?, body)
+            .await
+            .unwrap_err();
+        assert!(has_code(&err, "BadDigest"), "{err:?}");
+        assert!(store.list_parts(&dest, &id).await?.is_empty());
+        store.abort_upload(&dest, &id).await
     }
 }

@@ -4,15 +4,17 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::source::ByteStream;
 use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
 
+pub mod body;
 pub mod local;
 pub mod s3;
+
+pub use body::PartBody;
 
 /// What is stored with the object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,13 +91,14 @@ pub trait MultipartStore: Send + Sync {
         meta: &ObjectMeta,
     ) -> impl Future<Output = Result<UploadId>> + Send;
 
-    /// Uploads one part with its CRC32C checksum.
+    /// Uploads one part with its CRC32C checksum (`body` carries both length and checksum, so
+    /// a spooled part streams from its file).
     fn upload_part(
         &self,
         dest: &ObjectUrl,
         upload_id: &UploadId,
         number: PartNumber,
-        body: Bytes,
+        body: PartBody,
     ) -> impl Future<Output = Result<UploadedPart>> + Send;
 
     /// Completes the upload from `parts` (ascending part numbers).

@@ -29,7 +29,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
-use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, UploadedPart};
+use super::body::Content;
+use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart};
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
 use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
@@ -169,7 +170,8 @@ impl S3Store {
         body: Bytes,
         crc32c: u32,
     ) -> Result<UploadedPart> {
-        self.send_part(dest, upload_id, number, body, crc32c).await
+        let body = PartBody::from_bytes(body);
+        self.send_part(dest, upload_id, number, &body, crc32c).await
     }
 
     /// Whether the object at `dest` is the one `parts` complete to: same size and same
@@ -205,10 +207,24 @@ impl S3Store {
         dest: &ObjectUrl,
         upload_id: &UploadId,
         number: PartNumber,
-        body: Bytes,
+        body: &PartBody,
         crc32c: u32,
     ) -> Result<UploadedPart> {
-        let size = body.len() as u64;
+        let size = body.len();
+        // A spooled part streams from its file; the SDK reopens it if it retries.
+        let stream = match body.content() {
+            Content::Memory(bytes) => SdkByteStream::from(bytes.clone()),
+            Content::File(path) => SdkByteStream::read_from()
+                .path(path)
+                .buffer_size(1 << 20)
+                .build()
+                .await
+                .map_err(|e| Error::Io {
+                    op: "open spooled part",
+                    path: path.display().to_string(),
+                    source: std::io::Error::other(e),
+                })?,
+        };
         let out = self
             .client
             .upload_part()
@@ -219,7 +235,7 @@ impl S3Store {
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
             .checksum_algorithm(ChecksumAlgorithm::Crc32C)
             .checksum_crc32_c(encode_crc32c(crc32c))
-            .body(SdkByteStream::from(body))
+            .body(stream)
             .send()
             .await
             .map_err(|e| s3_error(format!("upload part {number} of"), dest, e))?;
@@ -268,10 +284,10 @@ impl MultipartStore for S3Store {
         dest: &ObjectUrl,
         upload_id: &UploadId,
         number: PartNumber,
-        body: Bytes,
+        body: PartBody,
     ) -> Result<UploadedPart> {
-        let crc32c = crc32c::crc32c(&body);
-        self.send_part(dest, upload_id, number, body, crc32c).await
+        self.send_part(dest, upload_id, number, &body, body.crc32c())
+            .await
     }
 
     async fn complete_upload(

@@ -15,6 +15,13 @@ use serde_json::Value;
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let env = WorkerEnv::from_lookup(&env_var).context("read the worker's configuration")?;
+    // A worker killed by its timeout leaves its spooled parts in /tmp, which outlives it.
+    let spool = &env.tuning.spool_dir;
+    match gzship_core::worker::clear_spool(spool) {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(files = n, dir = %spool.display(), "deleted stale spool files"),
+        Err(e) => tracing::warn!(error = %gzship_core::error::chain(&e), "could not clear spool"),
+    }
     let sdk = load_sdk_config().await;
     let store = S3Store::new(&sdk, &env.s3);
     let secrets = matches!(env.ssh.credentials, CredentialSource::SecretsManager(_))
