@@ -764,7 +764,11 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
         "targets": targets,
     });
     std::fs::create_dir_all(&args.out).unwrap();
-    let stem = args.out.join(&date);
+    // A partial run (--only) must not overwrite the day's full table.
+    let stem = match &args.only {
+        Some(only) => args.out.join(format!("{date}-{only}")),
+        None => args.out.join(&date),
+    };
     std::fs::write(stem.with_extension("md"), &md).unwrap();
     std::fs::write(
         stem.with_extension("json"),
