@@ -393,7 +393,13 @@ mod tests {
             env.ssh.credentials,
             CredentialSource::SecretsManager("gzship/ssh".into())
         );
-        WorkerEnv::from_lookup(&lookup(&vars)).unwrap();
+        let worker = WorkerEnv::from_lookup(&lookup(&vars)).unwrap();
+        assert_eq!(worker.tuning.spool_dir, std::env::temp_dir());
+        vars.push(("GZSHIP_SPOOL_DIR", "/mnt/spool"));
+        vars.push(("GZSHIP_PART_MEMORY_MB", "64"));
+        let worker = WorkerEnv::from_lookup(&lookup(&vars)).unwrap();
+        assert_eq!(worker.tuning.spool_dir, std::path::Path::new("/mnt/spool"));
+        assert_eq!(worker.tuning.part_memory, 64 << 20);
     }
 
     #[test]
