@@ -3,7 +3,9 @@
 # 1 GiB file of access logs on tmpfs, against a real OpenSSH sshd on 127.0.0.1, in one run.
 # Not a test: it prints numbers. Options (comma lists sweep the knobs):
 #   --size-mib 1024 --dir /dev/shm --in-flight 8,16,32,64 --request-kib 64,128,255
-#   --connections 1,2 --ciphers aes128-gcm,chacha20 --repeat 2
+#   --connections 1,2 --ciphers default,aes128-gcm,chacha20 --repeat 2
+#   --pin 1:0   (taskset: client on CPU 1, sshd and its children on CPU 0, as on two machines)
+# ssh cat and read_range runs alternate; medians are printed at the end.
 # Example: bash bench/sftp_read.sh --in-flight 16,32,64 --connections 1,2
 set -euo pipefail
 cd "$(dirname "$0")/.."

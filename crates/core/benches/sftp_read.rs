@@ -26,6 +26,9 @@ struct Args {
     repeat: usize,
     window_mib: Vec<u32>,
     max_packet: Vec<u32>,
+    /// `CLIENT:SERVER` CPU lists for taskset: the client (ssh, or this process) and sshd with
+    /// everything it forks, kept apart as on two machines.
+    pin: Option<(String, String)>,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T>
@@ -46,6 +49,7 @@ fn parse_args() -> Args {
         repeat: 1,
         window_mib: vec![16],
         max_packet: vec![65_535],
+        pin: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,32 +68,61 @@ fn parse_args() -> Args {
             "--repeat" => a.repeat = value.parse().unwrap(),
             "--window-mib" => a.window_mib = list(&value),
             "--max-packet" => a.max_packet = list(&value),
+            "--pin" => {
+                let (c, s) = value
+                    .split_once(':')
+                    .expect("--pin CLIENT_CPUS:SERVER_CPUS");
+                a.pin = Some((c.to_owned(), s.to_owned()));
+            }
             _ => panic!("unknown option {flag}"),
         }
     }
     a
 }
 
-fn cipher(name: &str) -> (SshCipher, &'static str) {
+/// gzship's cipher list and OpenSSH's `-c` for a cipher name; `default` is each side's own
+/// default (gzship: AES-GCM first; OpenSSH 9: chacha20-poly1305 first).
+fn cipher(name: &str) -> (Vec<SshCipher>, Option<&'static str>) {
+    let one = |c, o| (vec![c], Some(o));
     match name {
-        "aes128-gcm" => (SshCipher::Aes128Gcm, "aes128-gcm@openssh.com"),
-        "aes256-gcm" => (SshCipher::Aes256Gcm, "aes256-gcm@openssh.com"),
-        "chacha20" => (SshCipher::Chacha20Poly1305, "chacha20-poly1305@openssh.com"),
-        "aes128-ctr" => (SshCipher::Aes128Ctr, "aes128-ctr"),
-        _ => panic!("unknown cipher {name}: aes128-gcm, aes256-gcm, chacha20, aes128-ctr"),
+        "default" => (SftpTuning::default().ciphers, None),
+        "aes128-gcm" => one(SshCipher::Aes128Gcm, "aes128-gcm@openssh.com"),
+        "aes256-gcm" => one(SshCipher::Aes256Gcm, "aes256-gcm@openssh.com"),
+        "chacha20" => one(SshCipher::Chacha20Poly1305, "chacha20-poly1305@openssh.com"),
+        "aes128-ctr" => one(SshCipher::Aes128Ctr, "aes128-ctr"),
+        _ => panic!("unknown cipher {name}: default, aes128-gcm, aes256-gcm, chacha20, aes128-ctr"),
     }
+}
+
+/// Pins `pid` (all its threads; processes it forks later inherit it) to `cpus`.
+fn pin(pid: u32, cpus: &str) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run taskset (util-linux)");
+    assert!(status.success(), "taskset -c {cpus} {pid} failed");
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
 
-fn ssh_cat(sshd: &Sshd, file: &Path, openssh_cipher: &str, dir: &Path) -> Duration {
+fn ssh_cat(sshd: &Sshd, file: &Path, openssh_cipher: Option<&str>, dir: &Path) -> Duration {
     let kh = dir.join("known_hosts");
     std::fs::write(&kh, format!("{}\n", sshd.known_hosts_line())).unwrap();
     let start = Instant::now();
-    let status = Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-c", openssh_cipher])
+    let mut ssh = Command::new("ssh");
+    ssh.args(["-o", "BatchMode=yes"]);
+    if let Some(c) = openssh_cipher {
+        ssh.args(["-c", c]);
+    }
+    let status = ssh
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", kh.display()))
         .arg("-i")
@@ -147,25 +180,28 @@ fn main() {
     );
     let sshd = Sshd::start();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some((client, server)) = &args.pin {
+        pin(std::process::id(), client);
+        pin(sshd.pid(), server);
+    }
     println!(
-        "machine: {cores} cores; file: {} MiB of access logs on {}; sshd: OpenSSH on 127.0.0.1:{}",
+        "machine: {cores} cores; file: {} MiB of access logs on {}; sshd: OpenSSH on 127.0.0.1:{}{}",
         args.size_mib,
         args.dir,
-        sshd.port()
+        sshd.port(),
+        match &args.pin {
+            Some((c, s)) => format!("; client pinned to CPU {c}, sshd to CPU {s}"),
+            None => String::new(),
+        }
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let mut summary = Vec::new();
     for c in &args.ciphers {
         let (ours, openssh) = cipher(c);
-        for _ in 0..args.repeat {
-            let d = ssh_cat(&sshd, &file, openssh, dir.path());
-            println!(
-                "{:>8.0} MB/s  ssh cat                 cipher={c}",
-                mbps(size, d)
-            );
-        }
+        let mut cat = Vec::new();
         for &connections in &args.connections {
             for &in_flight in &args.in_flight {
                 for (&kib, &window_mib, &max_packet) in args
@@ -180,19 +216,31 @@ fn main() {
                         request_size: (kib * 1024).min(261_120),
                         requests_in_flight: in_flight,
                         connections,
-                        ciphers: vec![ours],
+                        ciphers: ours.clone(),
                         ..SftpTuning::default()
                     };
+                    let label = format!(
+                        "SftpSource::read_range cipher={c} request_size={} in_flight={in_flight} connections={connections} window={window_mib}MiB max_packet={max_packet} (incl. connect+stat)",
+                        tuning.request_size
+                    );
+                    let mut ours_runs = Vec::new();
+                    // Interleaved, so that drifting load hits both alike.
                     for _ in 0..args.repeat {
+                        let d = ssh_cat(&sshd, &file, openssh, dir.path());
+                        cat.push(mbps(size, d));
+                        println!("{:>8.0} MB/s  ssh cat cipher={c}", mbps(size, d));
                         let (n, d) = rt.block_on(sftp_read(&sshd, &file, tuning.clone()));
-                        println!(
-                            "{:>8.0} MB/s  SftpSource::read_range cipher={c} request_size={} in_flight={in_flight} connections={connections} window={window_mib}MiB max_packet={max_packet} (incl. connect+stat)",
-                            mbps(n, d),
-                            tuning.request_size
-                        );
+                        ours_runs.push(mbps(n, d));
+                        println!("{:>8.0} MB/s  {label}", mbps(n, d));
                     }
+                    summary.push((label, median(ours_runs)));
                 }
             }
         }
+        summary.push((format!("ssh cat cipher={c}"), median(cat)));
+    }
+    println!("\nmedians of {} runs:", args.repeat);
+    for (label, mb) in summary {
+        println!("{mb:>8.0} MB/s  {label}");
     }
 }
