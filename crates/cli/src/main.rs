@@ -183,7 +183,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<gzship_core::Error>() {
+                // Interrupted by a signal: the shell's convention for SIGINT.
+                Some(gzship_core::Error::Cancelled { .. }) => ExitCode::from(130),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -308,6 +312,7 @@ async fn run_job<S: Source + 'static>(
         .with_progress(progress.clone());
     let bar = progress::Bar::start(progress.clone());
     let job_id = job_id(&request.destination);
+    let watcher = tokio::spawn(cancel_on_signal(config.cancel.clone()));
     let result = master::run(
         request,
         &job_id,
@@ -318,8 +323,36 @@ async fn run_job<S: Source + 'static>(
         Some(&progress),
     )
     .await;
+    watcher.abort();
     bar.finish(result.is_ok());
     result.with_context(|| format!("ship {} to {shown_destination}", request.source))
+}
+
+/// On Ctrl-C (SIGINT) or SIGTERM, cancels the job: its tasks stop, spooled parts are deleted
+/// and the upload is aborted, so nothing is left behind. A second signal exits at once.
+async fn cancel_on_signal(cancel: master::CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("cannot watch for Ctrl-C: an interrupted job leaves its upload open");
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!(
+        "\ninterrupted: stopping the tasks and aborting the upload (again to quit at once, \
+         leaving the upload for the bucket's lifecycle rule)"
+    );
+    cancel.cancel();
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    std::process::exit(130);
 }
 
 /// A job id that is unique enough for logs: the key's file name and the start time.

@@ -273,6 +273,52 @@ async fn source_truncated_mid_job_fails_and_aborts() {
     assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
 }
 
+/// Ctrl-C (SIGINT) mid-job stops the tasks, deletes the spooled parts and aborts the upload;
+/// gzship exits with 130.
+#[tokio::test]
+async fn interrupted_job_aborts_its_upload_and_spool() {
+    let env = env().await;
+    env.write("big.bin", DataKind::Random, 96 * MIB, 5);
+    let spool = tempfile::tempdir().unwrap();
+    let source = env.sshd.url("big.bin");
+    let dest = format!("s3://{BUCKET}/interrupted.gz");
+    let child = env
+        .gzship(&[
+            "run",
+            &source,
+            &dest,
+            "--tasks",
+            "6",
+            "--concurrency",
+            "1",
+            "--part-size",
+            "5MiB",
+            "--part-memory",
+            "0",
+            "--spool-dir",
+            spool.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_first_part(&env, "interrupted.gz").await;
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    env.assert_no_open_uploads().await;
+    let dest: ObjectUrl = dest.parse().unwrap();
+    assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
+    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
+}
+
 /// Polls the server until the upload to `key` has a part (bounded: 60 s).
 async fn wait_for_first_part(env: &Env, key: &str) {
     let store = env.s3.store();

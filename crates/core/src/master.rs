@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+pub use tokio_util::sync::CancellationToken;
 
 use crate::config::AccessPolicy;
 use crate::error::{Error, Result, chain};
@@ -20,7 +21,7 @@ use crate::wire::{JobReport, JobRequest, Task, TaskReport};
 use crate::worker::Progress;
 
 /// Master knobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MasterConfig {
     /// Tasks running at once. Default 8. Each is an SSH connection to the source server and,
     /// with Lambda, a concurrent function. Too high: OpenSSH's `MaxStartups` (10 by default)
@@ -42,6 +43,9 @@ pub struct MasterConfig {
     pub drain_timeout: Duration,
     /// Which sources and destinations are allowed.
     pub policy: AccessPolicy,
+    /// Cancels the job from outside (the CLI on Ctrl-C): the tasks stop and the upload is
+    /// aborted, as when a task fails for good, and the job ends with [`Error::Cancelled`].
+    pub cancel: CancellationToken,
 }
 
 impl Default for MasterConfig {
@@ -53,6 +57,7 @@ impl Default for MasterConfig {
             retry_delay: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             policy: AccessPolicy::default(),
+            cancel: CancellationToken::new(),
         }
     }
 }
@@ -244,7 +249,7 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
         let wait = last_start.map_or(Duration::ZERO, |at| {
             config.start_interval.saturating_sub(at.elapsed())
         });
-        let (task, number, result) = if can_start && wait.is_zero() {
+        let done = if can_start && wait.is_zero() {
             last_start = Some(Instant::now());
             running.push(attempt(invoker, tasks[next].clone(), 1, Duration::ZERO));
             next += 1;
@@ -252,14 +257,25 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
         } else if can_start {
             // Collect results while waiting to start the next task.
             tokio::select! {
+                () = config.cancel.cancelled() => None,
                 _ = tokio::time::sleep(wait) => continue,
-                Some(done) = running.next() => done,
+                Some(done) = running.next() => Some(done),
             }
         } else {
-            match running.next().await {
-                Some(done) => done,
-                None => break,
+            tokio::select! {
+                () = config.cancel.cancelled() => None,
+                done = running.next() => match done {
+                    Some(done) => Some(done),
+                    None => break,
+                },
             }
+        };
+        let Some((task, number, result)) = done else {
+            tracing::warn!(job = job_id, "job cancelled; aborting the upload");
+            let err = Error::Cancelled {
+                reason: "the job was interrupted".into(),
+            };
+            return Err(stop_tasks(store, request, upload_id, running, config, err).await);
         };
         match result {
             Ok(report) => reports[task.index as usize] = Some(report),
@@ -273,28 +289,11 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
                 running.push(attempt(invoker, task, number + 1, delay));
             }
             Err(err) => {
-                // Remote workers (Lambda) keep running when their invocation is dropped. Abort
-                // now, so their next UploadPart fails instead of adding parts, and let them end
-                // (bounded) before the caller's final abort, so that no part uploaded during
-                // the first abort survives it. In-process workers simply stop here.
                 tracing::error!(
                     task = task.index, error = %chain(&err),
                     "task failed; aborting the upload and stopping the other tasks"
                 );
-                if let Err(e) = store.abort_upload(&request.destination, upload_id).await {
-                    tracing::warn!(error = %chain(&e), "first abort failed; retrying after the tasks stop");
-                }
-                let drain = async { while running.next().await.is_some() {} };
-                if tokio::time::timeout(config.drain_timeout, drain)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(
-                        timeout = ?config.drain_timeout,
-                        "tasks still running after the abort; they fail at their next upload"
-                    );
-                }
-                return Err(err);
+                return Err(stop_tasks(store, request, upload_id, running, config, err).await);
             }
         }
     }
@@ -309,6 +308,35 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((reports, retries))
+}
+
+/// Stops a failing (or cancelled) job's tasks; returns `err`. Remote workers (Lambda) keep
+/// running when their invocation is dropped: abort now, so that their next UploadPart fails
+/// instead of adding parts, and let them end (bounded) before the caller's final abort, so that
+/// no part uploaded during the first abort survives it. In-process workers fail at their next
+/// upload too, and are dropped with `running` after the drain.
+async fn stop_tasks<M: MultipartStore, F: Future<Output = Attempt>>(
+    store: &M,
+    request: &JobRequest,
+    upload_id: &UploadId,
+    mut running: FuturesUnordered<F>,
+    config: &MasterConfig,
+    err: Error,
+) -> Error {
+    if let Err(e) = store.abort_upload(&request.destination, upload_id).await {
+        tracing::warn!(error = %chain(&e), "first abort failed; retrying after the tasks stop");
+    }
+    let drain = async { while running.next().await.is_some() {} };
+    if tokio::time::timeout(config.drain_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout = ?config.drain_timeout,
+            "tasks still running after the abort; they fail at their next upload"
+        );
+    }
+    err
 }
 
 /// `base * 2^(attempt - 1)`, times a random factor in [0.5, 1.5) so retries of many tasks do

@@ -65,6 +65,20 @@ impl Tuning {
             ));
         }
         check_part_size(self.part_size)?;
+        // A member never spans more than two parts, so cutting one member cuts at most one
+        // part: the worker's memory and spool accounting count on it.
+        if gzip::member_bound(self.block_size) > self.part_size {
+            return Err(Error::invalid(
+                "block size",
+                format!(
+                    "{} bytes may compress to {} bytes, more than the part size {}: use \
+                     smaller blocks or bigger parts",
+                    self.block_size,
+                    gzip::member_bound(self.block_size),
+                    self.part_size
+                ),
+            ));
+        }
         if self.task_size < self.block_size {
             return Err(Error::invalid(
                 "task size",

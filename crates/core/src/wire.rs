@@ -117,6 +117,8 @@ impl Task {
         crate::assemble::check_part_size(self.part_size)?;
         Tuning {
             block_size: self.block_size,
+            part_size: self.part_size,
+            task_size: self.block_size.max(Tuning::default().task_size),
             ..Tuning::default()
         }
         .validate()?;

@@ -14,6 +14,7 @@
 //! On the first error every stage stops (dropping the pipeline drops the SFTP stream and
 //! aborts the uploads in flight) and the error names the stage that failed.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +40,9 @@ pub struct WorkerTuning {
     /// while finished members wait their turn. Each costs about two blocks of memory. Too low:
     /// cores idle (throughput well under cores x ~150 MB/s at level 6); too high: memory.
     pub compress_parallelism: usize,
-    /// UploadPart requests in flight. Default 4. Each holds one part in memory. Too low on a
-    /// high-latency link: uploads lag compression; too high: memory, and throttling by S3.
+    /// UploadPart requests in flight. Default 4. Each holds one part (in memory, or spooled
+    /// when parts are big). Too low on a high-latency link: uploads lag compression; too high:
+    /// memory (or spool space), and throttling by S3.
     pub uploads_in_flight: usize,
     /// Memory for parts: the part being cut plus those uploading. Fewer uploads run at once
     /// when `uploads_in_flight + 1` parts of the plan's part size would not fit (the planner
@@ -57,7 +59,7 @@ pub struct WorkerTuning {
 }
 
 /// How a worker holds the parts it cuts ([`WorkerTuning::part_storage`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct PartStorage {
     /// UploadPart requests at once.
     pub uploads: usize,
@@ -66,11 +68,44 @@ pub struct PartStorage {
     /// Whether each part must finish uploading before the next is cut (the spool has room for
     /// one part only).
     pub sequential: bool,
+    /// The spool space this task counts on, held back from the other tasks of this process
+    /// until the storage is dropped.
+    reservation: Option<SpoolReservation>,
 }
 
-/// Room a spooled part needs beyond `part_size + MIN_PART_SIZE`: a member that overshoots
-/// the cut, and file system slack.
+/// File system slack per spooled part, on top of the part's `part_size + MIN_PART_SIZE`.
 const SPOOL_SLACK: u64 = 16 * MIB;
+
+/// Spool bytes counted on by the tasks running in this process, per directory: the CLI's
+/// in-process tasks share one spool directory, and each must see the others' needs, not only
+/// the bytes they have written so far.
+static SPOOL_RESERVED: std::sync::Mutex<BTreeMap<PathBuf, u64>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn reserved() -> std::sync::MutexGuard<'static, BTreeMap<PathBuf, u64>> {
+    SPOOL_RESERVED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A share of a spool directory, returned when dropped.
+#[derive(Debug)]
+struct SpoolReservation {
+    dir: PathBuf,
+    bytes: u64,
+}
+
+impl Drop for SpoolReservation {
+    fn drop(&mut self) {
+        let mut map = reserved();
+        if let Some(n) = map.get_mut(&self.dir) {
+            *n = n.saturating_sub(self.bytes);
+            if *n == 0 {
+                map.remove(&self.dir);
+            }
+        }
+    }
+}
 
 impl Default for WorkerTuning {
     fn default() -> Self {
@@ -95,17 +130,39 @@ impl WorkerTuning {
                 uploads: self.uploads_in_flight.min(fit as usize - 1),
                 spool: None,
                 sequential: false,
+                reservation: None,
             });
         }
         let free = available_space(&self.spool_dir)?;
-        self.spool_storage(part_size, free)
+        self.reserve_spool(part_size, free)
+    }
+
+    /// [`spool_storage`](Self::spool_storage) on what `free` leaves after the reservations of
+    /// the other tasks of this process, and reserves this task's share until the returned
+    /// storage is dropped.
+    fn reserve_spool(&self, part_size: u64, free: u64) -> Result<PartStorage> {
+        let mut map = reserved();
+        let others = map.get(&self.spool_dir).copied().unwrap_or(0);
+        let mut storage = self.spool_storage(part_size, free.saturating_sub(others))?;
+        let parts = if storage.sequential {
+            1
+        } else {
+            storage.uploads as u64 + 1
+        };
+        let bytes = parts * spool_slot(part_size);
+        *map.entry(self.spool_dir.clone()).or_default() += bytes;
+        storage.reservation = Some(SpoolReservation {
+            dir: self.spool_dir.clone(),
+            bytes,
+        });
+        Ok(storage)
     }
 
     /// Spooled storage for parts of `part_size` given `free` bytes in `spool_dir`: one part is
     /// being cut while the others upload, so `uploads` is one less than the parts that fit;
     /// room for one part only means sequential uploads; none is [`Error::SpoolSpace`].
     pub fn spool_storage(&self, part_size: u64, free: u64) -> Result<PartStorage> {
-        let slot = part_size + MIN_PART_SIZE + SPOOL_SLACK;
+        let slot = spool_slot(part_size);
         let fit = (free / slot) as usize;
         if fit == 0 {
             return Err(Error::SpoolSpace {
@@ -119,6 +176,7 @@ impl WorkerTuning {
             uploads: self.uploads_in_flight.min(fit.saturating_sub(1)).max(1),
             spool: Some(self.spool_dir.clone()),
             sequential: fit == 1,
+            reservation: None,
         })
     }
 
@@ -282,6 +340,12 @@ fn blocks(
         st.offset += take as u64;
         Ok(Some(((offset, block), st)))
     })
+}
+
+/// Disk one spooled part may take: the final part of a task is up to `part_size +
+/// MIN_PART_SIZE - 1` bytes; the others are `part_size`.
+fn spool_slot(part_size: u64) -> u64 {
+    part_size + MIN_PART_SIZE + SPOOL_SLACK
 }
 
 /// Feeds one member to the assembler on the blocking pool (a spooling assembler writes files).
@@ -498,6 +562,26 @@ mod tests {
             .spool_storage(5 * 1024 * MIB - MIN_PART_SIZE, 10_240 * MIB)
             .unwrap();
         assert!(s.sequential);
+    }
+
+    #[test]
+    fn tasks_of_one_process_share_the_spool() {
+        let t = WorkerTuning {
+            spool_dir: PathBuf::from("/spool-shared-by-two-tasks"),
+            ..tuning(0)
+        };
+        let slot = spool_slot(1024 * MIB);
+        let a = t.reserve_spool(1024 * MIB, 6 * slot).unwrap();
+        assert_eq!((a.uploads, a.sequential), (4, false));
+        // Five slots are the first task's: the second sees one.
+        let b = t.reserve_spool(1024 * MIB, 6 * slot).unwrap();
+        assert!(b.sequential);
+        let err = t.reserve_spool(1024 * MIB, 6 * slot).unwrap_err();
+        assert!(matches!(err, Error::SpoolSpace { .. }), "{err}");
+        drop(a);
+        drop(b);
+        let c = t.reserve_spool(1024 * MIB, 6 * slot).unwrap();
+        assert_eq!(c.uploads, 4, "reservations were not returned");
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //!
 //! Worker only: `GZSHIP_COMPRESS_PARALLELISM` (cores + 1), `GZSHIP_UPLOADS_IN_FLIGHT` (4),
 //! `GZSHIP_PART_MEMORY_MB` (256), `GZSHIP_SPOOL_DIR` (`/tmp`: where parts too big for the part
-//! memory are spooled; the worker deletes stale spool files there when an invocation starts),
+//! memory are spooled; the worker deletes stale spool files there when its process starts),
 //! see [`WorkerTuning`].
 //!
 //! Master only:
@@ -290,6 +290,7 @@ impl MasterEnv {
                 defaults.drain_timeout.as_secs(),
             )?),
             policy: access_policy(lookup)?,
+            cancel: defaults.cancel,
         };
         if master.concurrency == 0 || master.task_attempts == 0 {
             return Err(HandlerError::Config {

@@ -170,7 +170,7 @@ impl S3Store {
         body: Bytes,
         crc32c: u32,
     ) -> Result<UploadedPart> {
-        let body = PartBody::from_bytes(body);
+        let body = PartBody::memory(body, crc32c);
         self.send_part(dest, upload_id, number, &body, crc32c).await
     }
 
