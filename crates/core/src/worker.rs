@@ -224,7 +224,16 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         .read_range(&task.source.path, task.range, task.source_stat)
         .await?;
     let level = task.level;
-    let mut members = blocks(chunks, task.range.start(), task.block_size as usize)
+    // The reader runs as its own task, a block ahead of compression, so that the SFTP READ
+    // pipeline keeps going while every compression slot is busy (polled only on demand, it
+    // would stall and refill after each block). Dropping `reader` stops it.
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_BLOCKS);
+    let mut reader = JoinSet::new();
+    reader.spawn(read_ahead(
+        blocks(chunks, task.range.start(), task.block_size as usize),
+        tx,
+    ));
+    let mut members = tokio_stream_of(rx)
         .map_ok(move |(offset, block)| compress(level, offset, block))
         .try_buffered(tuning.compress_parallelism)
         .boxed();
@@ -265,6 +274,7 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     }
     // Close the SFTP stream before the last uploads finish.
     drop(members);
+    drop(reader);
     if bytes_read != task.range.len() {
         return Err(Error::SourceChanged {
             path: task.source.path.clone(),
@@ -300,6 +310,30 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         "task done"
     );
     Ok(report)
+}
+
+/// Blocks read ahead of compression: each is `block_size` of memory.
+const READ_AHEAD_BLOCKS: usize = 2;
+
+/// Sends `blocks` into `tx` until they end, fail, or the receiver is gone.
+async fn read_ahead(
+    blocks: impl Stream<Item = Result<(u64, Bytes)>> + Send,
+    tx: tokio::sync::mpsc::Sender<Result<(u64, Bytes)>>,
+) {
+    let mut blocks = std::pin::pin!(blocks);
+    while let Some(block) = blocks.next().await {
+        let failed = block.is_err();
+        if tx.send(block).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// The receiving end of the reader's channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
 /// Cuts a stream of chunks into blocks of `block_size` bytes (the last may be shorter), each
