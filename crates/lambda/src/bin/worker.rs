@@ -11,6 +11,11 @@ use gzship_lambda::worker::handle_task;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
+/// mimalloc returns freed part and block buffers to the system (glibc's malloc kept hundreds
+/// of MiB of them resident).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
