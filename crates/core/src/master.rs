@@ -43,8 +43,9 @@ pub struct MasterConfig {
     pub drain_timeout: Duration,
     /// Which sources and destinations are allowed.
     pub policy: AccessPolicy,
-    /// Cancels the job from outside (the CLI on Ctrl-C): the tasks stop and the upload is
-    /// aborted, as when a task fails for good, and the job ends with [`Error::Cancelled`].
+    /// Cancels the job from outside (the CLI on Ctrl-C, the Lambda master near its deadline):
+    /// the tasks stop and the upload is aborted, as when a task fails for good, and the job
+    /// ends with [`Error::Cancelled`].
     pub cancel: CancellationToken,
 }
 
@@ -273,7 +274,9 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
         let Some((task, number, result)) = done else {
             tracing::warn!(job = job_id, "job cancelled; aborting the upload");
             let err = Error::Cancelled {
-                reason: "the job was interrupted".into(),
+                reason: "the job was stopped before it finished (interrupted, or the \
+                         master's time limit was near); the upload was aborted"
+                    .into(),
             };
             return Err(stop_tasks(store, request, upload_id, running, config, err).await);
         };

@@ -7,10 +7,10 @@
 //! template's event source mapping sets `ReportBatchItemFailures` and a batch size of 1, since
 //! one job may take most of the master's 15 minutes.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gzship_core::invoke::Invoker;
-use gzship_core::master;
+use gzship_core::master::{self, CancellationToken, MasterConfig};
 use gzship_core::plan::{self, Tuning};
 use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::store::MultipartStore;
@@ -51,7 +51,8 @@ pub struct BatchItemFailure {
     pub item_identifier: String,
 }
 
-/// The master's dependencies, built once per execution environment.
+/// The master's dependencies: the clients are built once per execution environment, the
+/// cancellation token once per invocation.
 #[derive(Debug)]
 pub struct MasterDeps<'a, M, I> {
     /// The SSH credential.
@@ -60,6 +61,25 @@ pub struct MasterDeps<'a, M, I> {
     pub store: &'a M,
     /// How tasks run (the Lambda invoker in AWS).
     pub invoker: &'a I,
+    /// Cancels this invocation's job (see [`cancel_delay`]): its tasks stop and its upload is
+    /// aborted.
+    pub cancel: CancellationToken,
+}
+
+/// Time to keep, before the master function's deadline, for cancelling a job that is running
+/// late: the first abort, the drain of the workers (`drain_timeout`), the final abort and the
+/// answer.
+pub fn cancel_margin(drain_timeout: Duration) -> Duration {
+    drain_timeout + Duration::from_secs(15)
+}
+
+/// How long from `now` until a job must be cancelled so that its upload is aborted before the
+/// function is killed at `deadline_ms` (milliseconds since the epoch, as the runtime gives it);
+/// `None` when the deadline is not usable (in the past: `cargo lambda watch` gives 1970).
+pub fn cancel_delay(deadline_ms: u64, now: SystemTime, margin: Duration) -> Option<Duration> {
+    let deadline = UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let left = deadline.duration_since(now).ok()?;
+    Some(left.saturating_sub(margin))
 }
 
 /// Handles one master event. `request_id` names the job in logs; `now` is the time used when
@@ -133,13 +153,17 @@ pub async fn run_job<M: MultipartStore, I: Invoker>(
         path: &job.source.path,
         stat,
     };
+    let config = MasterConfig {
+        cancel: deps.cancel.clone(),
+        ..env.master.clone()
+    };
     let report = master::run(
         job,
         &job_id,
         &source,
         deps.store,
         deps.invoker,
-        &env.master,
+        &config,
         None,
     )
     .await?;
@@ -279,5 +303,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("task_size"), "{err}");
+    }
+
+    #[test]
+    fn a_job_is_cancelled_a_margin_before_the_deadline() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let deadline_ms = 1_800_000_900_000; // 900 s from now
+        let margin = cancel_margin(Duration::from_secs(30));
+        assert_eq!(margin, Duration::from_secs(45));
+        assert_eq!(
+            cancel_delay(deadline_ms, now, margin),
+            Some(Duration::from_secs(855))
+        );
+        // Closer than the margin: at once.
+        assert_eq!(
+            cancel_delay(1_800_000_010_000, now, margin),
+            Some(Duration::ZERO)
+        );
+        // cargo lambda watch's 1970 deadline: no cancellation.
+        assert_eq!(cancel_delay(0, now, margin), None);
     }
 }

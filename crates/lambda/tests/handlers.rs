@@ -259,6 +259,7 @@ async fn sqs_messages_that_fail_are_reported_as_batch_item_failures() {
         credentials: &credentials,
         store: &store,
         invoker: &NoInvoker,
+        cancel: Default::default(),
     };
     let response = handle_event(event, "req", UNIX_EPOCH, &env, &deps)
         .await
@@ -294,6 +295,7 @@ async fn master_error(event: Value, template: Option<&str>) -> HandlerError {
         credentials: &credentials,
         store: &store,
         invoker: &NoInvoker,
+        cancel: Default::default(),
     };
     match handle_event(event, "req", UNIX_EPOCH, &env, &deps).await {
         Ok(r) => panic!("expected an error, got {r:?}"),

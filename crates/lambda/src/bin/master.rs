@@ -5,10 +5,11 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use gzship_core::invoke_lambda::LambdaInvoker;
+use gzship_core::master::CancellationToken;
 use gzship_core::store::s3::{S3Store, load_sdk_config};
 use gzship_lambda::config::MasterEnv;
 use gzship_lambda::credentials::{CredentialSource, Credentials};
-use gzship_lambda::master::{MasterDeps, handle_event};
+use gzship_lambda::master::{MasterDeps, cancel_delay, cancel_margin, handle_event};
 use gzship_lambda::runtime::{env_var, init_tracing};
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
@@ -30,23 +31,38 @@ async fn main() -> anyhow::Result<()> {
     let lambda =
         aws_sdk_lambda::Client::from_conf(LambdaInvoker::client_config(&sdk, env.worker_timeout));
     let invoker = LambdaInvoker::new(lambda, &env.worker_function, env.worker_timeout);
-    let deps = MasterDeps {
-        credentials: &credentials,
-        store: &store,
-        invoker: &invoker,
-    };
-    let (env, deps) = (&env, &deps);
+    let (env, credentials, store, invoker) = (&env, &credentials, &store, &invoker);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
+        let deps = MasterDeps {
+            credentials,
+            store,
+            invoker,
+            cancel: CancellationToken::new(),
+        };
+        // A job still running near the function's deadline is cancelled, so that its upload is
+        // aborted rather than left open when the function is killed.
+        let margin = cancel_margin(env.master.drain_timeout);
+        let timer = cancel_delay(event.context.deadline, SystemTime::now(), margin).map(|d| {
+            let cancel = deps.cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                tracing::warn!("the master's deadline is near: cancelling the job");
+                cancel.cancel();
+            })
+        });
         // Boxed: the job's future is too deep for the compiler to lay out inline.
         let result = Box::pin(handle_event(
             event.payload,
             &request_id,
             SystemTime::now(),
             env,
-            deps,
+            &deps,
         ))
         .await;
+        if let Some(timer) = timer {
+            timer.abort();
+        }
         if let Err(e) = &result {
             tracing::error!(
                 error_type = %e.error_type(), error = %gzship_core::error::chain(e), "job failed"
