@@ -274,7 +274,18 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     }
     // Close the SFTP stream before the last uploads finish.
     drop(members);
-    drop(reader);
+    // The reader has ended (the channel closed); a panic there would otherwise look like a
+    // short source.
+    while let Some(ended) = reader.join_next().await {
+        if let Err(e) = ended {
+            return Err(Error::Cancelled {
+                reason: format!(
+                    "the SFTP reader of task {} ended abnormally: {e}",
+                    task.index
+                ),
+            });
+        }
+    }
     if bytes_read != task.range.len() {
         return Err(Error::SourceChanged {
             path: task.source.path.clone(),
