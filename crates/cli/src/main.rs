@@ -68,6 +68,9 @@ enum Command {
         /// Directory for spooled parts (default: the system's temporary directory).
         #[arg(long, env = "GZSHIP_SPOOL_DIR")]
         spool_dir: Option<std::path::PathBuf>,
+        /// The most of --spool-dir the job may use (default: its free space).
+        #[arg(long, env = "GZSHIP_SPOOL_LIMIT", value_parser = parse_size)]
+        spool_limit: Option<u64>,
         /// Print the job report as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -217,12 +220,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             concurrency,
             part_memory,
             spool_dir,
+            spool_limit,
             json,
         } => {
             let defaults = WorkerTuning::default();
             let worker = WorkerTuning {
                 part_memory,
                 spool_dir: spool_dir.unwrap_or(defaults.spool_dir.clone()),
+                spool_limit,
                 ..defaults
             };
             let sftp = Arc::new(ssh.source(&source)?);

@@ -56,6 +56,9 @@ pub struct WorkerTuning {
     /// that the directory has room for `uploads + 1` parts (at least one, then uploads are
     /// sequential) and fails with [`Error::SpoolSpace`] otherwise.
     pub spool_dir: PathBuf,
+    /// The most of `spool_dir` the tasks of this process may use together; `None` (the
+    /// default): its free space. For a disk shared with other work.
+    pub spool_limit: Option<u64>,
 }
 
 /// How a worker holds the parts it cuts ([`WorkerTuning::part_storage`]).
@@ -115,6 +118,7 @@ impl Default for WorkerTuning {
             uploads_in_flight: 4,
             part_memory: 256 * MIB,
             spool_dir: std::env::temp_dir(),
+            spool_limit: None,
         }
     }
 }
@@ -134,6 +138,7 @@ impl WorkerTuning {
             });
         }
         let free = available_space(&self.spool_dir)?;
+        let free = self.spool_limit.map_or(free, |limit| free.min(limit));
         self.reserve_spool(part_size, free)
     }
 
@@ -220,6 +225,19 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         "task started"
     );
 
+    // Room for the parts first: a task that cannot hold them fails before it connects.
+    let storage = tuning.part_storage(task.part_size)?;
+    let mut assembler = match &storage.spool {
+        None => PartAssembler::new(task.window, task.part_size, task.is_last)?,
+        Some(dir) => PartAssembler::spooled(task.window, task.part_size, task.is_last, dir)?,
+    };
+    if let Some(dir) = &storage.spool {
+        tracing::info!(
+            job = %task.job_id, task = task.index, part_size = task.part_size,
+            spool = %dir.display(), uploads = storage.uploads, sequential = storage.sequential,
+            "parts spooled to disk"
+        );
+    }
     let chunks = source
         .read_range(&task.source.path, task.range, task.source_stat)
         .await?;
@@ -238,18 +256,6 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         .try_buffered(tuning.compress_parallelism)
         .boxed();
 
-    let storage = tuning.part_storage(task.part_size)?;
-    let mut assembler = match &storage.spool {
-        None => PartAssembler::new(task.window, task.part_size, task.is_last)?,
-        Some(dir) => PartAssembler::spooled(task.window, task.part_size, task.is_last, dir)?,
-    };
-    if let Some(dir) = &storage.spool {
-        tracing::info!(
-            job = %task.job_id, task = task.index, part_size = task.part_size,
-            spool = %dir.display(), uploads = storage.uploads, sequential = storage.sequential,
-            "parts spooled to disk"
-        );
-    }
     let mut uploads = Uploads::new(store.clone(), task, storage.uploads, progress);
     let mut crc32 = 0u32;
     let mut bytes_read = 0u64;
@@ -575,6 +581,7 @@ mod tests {
             uploads_in_flight: 4,
             part_memory,
             spool_dir: PathBuf::from("/spool"),
+            spool_limit: None,
         }
     }
 

@@ -217,6 +217,37 @@ async fn one_task_with_parts_spooled_to_disk() {
     assert_spool_empty(&spool);
 }
 
+/// A spool with room for one part only: each part is uploaded before the next is cut.
+#[tokio::test]
+async fn a_spool_for_one_part_uploads_one_at_a_time() {
+    let (spool, mut tuning) = spooling();
+    tuning.spool_limit = Some(40 * MIB);
+    assert!(tuning.part_storage(PART).unwrap().sequential);
+    one_task_with(DataKind::Random, 64 * MIB, &tuning).await;
+    assert_spool_empty(&spool);
+}
+
+/// A spool without room for one part fails the task before it reads or uploads anything.
+#[tokio::test]
+async fn a_spool_without_room_fails_before_any_upload() {
+    let env = env().await;
+    let (url, stat, _) = env.put("random", DataKind::Random, 32 * MIB).await;
+    let (dest, id) = env.create("no-room.gz").await;
+    let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
+    let (spool, mut tuning) = spooling();
+    tuning.spool_limit = Some(10 * MIB);
+    let store = env.s3.store();
+    let err = worker::run(task, &env.source, &store, &tuning, None)
+        .await
+        .unwrap_err();
+    let msg = chain(&err);
+    assert!(matches!(err, Error::SpoolSpace { .. }), "{msg}");
+    assert!(msg.contains(&spool.path().display().to_string()), "{msg}");
+    assert!(store.list_parts(&dest, &id).await.unwrap().is_empty());
+    store.abort_upload(&dest, &id).await.unwrap();
+    assert_spool_empty(&spool);
+}
+
 #[tokio::test]
 async fn tasks_at_awkward_offsets_with_an_all_zero_middle() {
     let env = env().await;

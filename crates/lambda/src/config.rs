@@ -256,6 +256,8 @@ impl WorkerEnv {
             )? << 20,
             spool_dir: var(lookup, "GZSHIP_SPOOL_DIR")
                 .map_or(defaults.spool_dir, std::path::PathBuf::from),
+            // /tmp on Lambda is the function's own: all of it may be used.
+            spool_limit: None,
         };
         tuning.validate()?;
         Ok(WorkerEnv {
