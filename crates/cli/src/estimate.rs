@@ -15,8 +15,10 @@ use clap::Args;
 use serde::Serialize;
 
 use gzship_core::assemble::part_sizes;
+use gzship_core::gzip;
 use gzship_core::plan::{self, Plan};
 use gzship_core::types::MIB;
+use gzship_core::worker::WorkerTuning;
 
 use crate::{TuningArgs, human};
 
@@ -151,7 +153,7 @@ impl EstimateArgs {
             concurrency: self.concurrency,
             ratio: self.ratio,
             max_tasks: self.max_tasks,
-            compress_parallelism: vcpus + 1,
+            compress_parallelism: 2 * vcpus,
             uploads_in_flight: 4,
         }
     }
@@ -198,14 +200,24 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
         })
         .sum();
     let object_bytes = (a.size as f64 / a.ratio) as u64;
-    // The worker's own bound (worker.rs): 2 blocks per compression slot, and one part per
-    // upload in flight plus the assembler's pending part and the one being cut. A part holds
-    // at most the task's compressed stream.
+    // The worker's own bound (worker.rs): 2 blocks per compression slot plus the read-ahead,
+    // and, while two parts fit the default part memory, one part per upload in flight plus the
+    // one being cut (a part holds at most the task's compressed stream); bigger parts are
+    // spooled to /tmp, leaving under 5 MiB + one member of them in memory.
     let task_bytes = plan.tasks.first().map_or(0, |t| t.range.len());
+    let tuning = WorkerTuning {
+        compress_parallelism: a.compress_parallelism as usize,
+        uploads_in_flight: a.uploads_in_flight as usize,
+        ..WorkerTuning::default()
+    };
     let worker_memory_mb = |ratio: f64| {
         let part = ((plan.part_size + 5 * MIB) as f64).min(task_bytes as f64 / ratio);
-        let bytes = f64::from(a.compress_parallelism) * 2.0 * plan.block_size as f64
-            + f64::from(a.uploads_in_flight + 2) * part;
+        let parts = match tuning.uploads_in_memory(plan.part_size) {
+            Some(uploads) => (uploads + 1) as f64 * part,
+            None => (5 * MIB + gzip::member_bound(plan.block_size)) as f64,
+        };
+        let bytes =
+            (f64::from(a.compress_parallelism) * 2.0 + 3.0) * plan.block_size as f64 + parts;
         bytes / 1e6 + 60.0 // + runtime, TLS and SSH buffers
     };
     let (worker_memory_mb, worst_memory_mb) = (worker_memory_mb(a.ratio), worker_memory_mb(1.0));
@@ -244,12 +256,20 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
             (worst_memory_mb, " if the data does not compress")
         };
         warnings.push(format!(
-            "a worker needs about {need:.0} MB{when} ({} parts of up to {} held at once) but has {} MB: \
-             the part size is set by S3's 10,000-part limit, so lower uploads in flight or \
-             stream part bodies",
-            a.uploads_in_flight + 2,
-            human(plan.part_size),
+            "a worker needs about {need:.0} MB{when} but has {} MB: give it more memory, or \
+             lower uploads in flight or the compression parallelism",
             a.memory_mb
+        ));
+    }
+    if tuning.uploads_in_memory(plan.part_size).is_none() {
+        let slot = gzship_core::worker::spool_slot(plan.part_size).div_ceil(MIB);
+        let all = slot * (a.uploads_in_flight as u64 + 1);
+        warnings.push(format!(
+            "parts of {} are spooled to the worker's /tmp: its EphemeralStorage must be at \
+             least {slot} MB (one part at a time, slower) and {all} MB lets {} uploads run at \
+             once (Lambda allows up to 10240 MB)",
+            human(plan.part_size),
+            a.uploads_in_flight
         ));
     }
     Ok(Estimate {
@@ -453,13 +473,15 @@ mod tests {
         // ~1000 tasks x ~23 s at 3008 MB: about 66,000 GB-s, under a dollar.
         assert!(e.cost_total > 0.5 && e.cost_total < 1.5, "{}", e.cost_total);
 
-        // 40 TiB: parts of several GB; a worker cannot hold six of them.
+        // 40 TiB: parts of several GB, spooled to /tmp.
         let mut a = assume(40 * TIB);
         a.max_tasks = 10_000;
         let e = estimate(&a, plan::Tuning::default()).unwrap();
         assert!(e.part_size > GIB, "{}", e.part_size);
         assert!(
-            e.warnings.iter().any(|w| w.contains("worker needs")),
+            e.warnings
+                .iter()
+                .any(|w| w.contains("spooled to the worker's /tmp")),
             "{:?}",
             e.warnings
         );

@@ -68,6 +68,9 @@ enum Command {
         /// Directory for spooled parts (default: the system's temporary directory).
         #[arg(long, env = "GZSHIP_SPOOL_DIR")]
         spool_dir: Option<std::path::PathBuf>,
+        /// Blocks compressed at once per task (default: twice the number of cores).
+        #[arg(long, env = "GZSHIP_COMPRESS_PARALLELISM")]
+        compress_parallelism: Option<usize>,
         /// The most of --spool-dir the job may use (default: its free space).
         #[arg(long, env = "GZSHIP_SPOOL_LIMIT", value_parser = parse_size)]
         spool_limit: Option<u64>,
@@ -221,6 +224,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             part_memory,
             spool_dir,
             spool_limit,
+            compress_parallelism,
             json,
         } => {
             let defaults = WorkerTuning::default();
@@ -228,6 +232,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 part_memory,
                 spool_dir: spool_dir.unwrap_or(defaults.spool_dir.clone()),
                 spool_limit,
+                compress_parallelism: compress_parallelism.unwrap_or(defaults.compress_parallelism),
                 ..defaults
             };
             let sftp = Arc::new(ssh.source(&source)?);

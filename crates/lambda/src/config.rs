@@ -17,7 +17,7 @@
 //! | `GZSHIP_SFTP_REQUESTS_IN_FLIGHT` | READs in flight per connection | 32 |
 //! | `GZSHIP_S3_ENDPOINT` | an S3-compatible endpoint (implies path-style addressing) | AWS |
 //!
-//! Worker only: `GZSHIP_COMPRESS_PARALLELISM` (cores + 1), `GZSHIP_UPLOADS_IN_FLIGHT` (4),
+//! Worker only: `GZSHIP_COMPRESS_PARALLELISM` (2 x cores), `GZSHIP_UPLOADS_IN_FLIGHT` (4),
 //! `GZSHIP_PART_MEMORY_MB` (256), `GZSHIP_SPOOL_DIR` (`/tmp`: where parts too big for the part
 //! memory are spooled; the worker deletes stale spool files there when its process starts),
 //! see [`WorkerTuning`].
