@@ -251,7 +251,7 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         .read_range(&task.source.path, task.range, task.source_stat)
         .await?;
     let level = task.level;
-    // The reader runs as its own task, a block ahead of compression, so that the SFTP READ
+    // The reader runs as its own task, blocks ahead of compression, so that the SFTP READ
     // pipeline keeps going while every compression slot is busy (polled only on demand, it
     // would stall and refill after each block). Dropping `reader` stops it.
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_BLOCKS);
