@@ -58,6 +58,30 @@ impl Env {
         self.gzship(&args).output().expect("run gzship")
     }
 
+    /// Starts `gzship run FILE s3://BUCKET/KEY EXTRA...` as six tasks of 5 MiB parts run one at a
+    /// time (slow enough to act on mid-job), with its output captured.
+    fn start_job(&self, file: &str, key: &str, extra: &[&str]) -> std::process::Child {
+        let source = self.sshd.url(file);
+        let dest = format!("s3://{BUCKET}/{key}");
+        let mut args = vec![
+            "run",
+            source.as_str(),
+            dest.as_str(),
+            "--tasks",
+            "6",
+            "--concurrency",
+            "1",
+            "--part-size",
+            "5MiB",
+        ];
+        args.extend_from_slice(extra);
+        self.gzship(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start gzship")
+    }
+
     fn write(&self, name: &str, kind: DataKind, len: u64, seed: u64) -> String {
         let path = self.sshd.data_dir().join(name);
         write_file(&path, kind, len, seed).unwrap();
@@ -243,25 +267,8 @@ async fn source_truncated_mid_job_fails_and_aborts() {
     let name = "growing.log";
     env.write(name, DataKind::Random, 96 * MIB, 3);
     let path = env.sshd.data_dir().join(name);
-    let source = env.sshd.url(name);
-    let dest = format!("s3://{BUCKET}/t.gz");
     // One task at a time, so the later tasks start after the file was cut.
-    let child = env
-        .gzship(&[
-            "run",
-            &source,
-            &dest,
-            "--tasks",
-            "6",
-            "--concurrency",
-            "1",
-            "--part-size",
-            "5MiB",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.start_job(name, "t.gz", &[]);
     wait_for_first_part(&env, "t.gz").await;
     truncate(&path, 10 * MIB);
     let out = child.wait_with_output().unwrap();
@@ -269,7 +276,7 @@ async fn source_truncated_mid_job_fails_and_aborts() {
     let err = stderr(&out);
     assert!(err.contains("changed"), "{err}");
     env.assert_no_open_uploads().await;
-    let dest: ObjectUrl = dest.parse().unwrap();
+    let dest: ObjectUrl = format!("s3://{BUCKET}/t.gz").parse().unwrap();
     assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
 }
 
@@ -280,28 +287,12 @@ async fn interrupted_job_aborts_its_upload_and_spool() {
     let env = env().await;
     env.write("big.bin", DataKind::Random, 96 * MIB, 5);
     let spool = tempfile::tempdir().unwrap();
-    let source = env.sshd.url("big.bin");
-    let dest = format!("s3://{BUCKET}/interrupted.gz");
-    let child = env
-        .gzship(&[
-            "run",
-            &source,
-            &dest,
-            "--tasks",
-            "6",
-            "--concurrency",
-            "1",
-            "--part-size",
-            "5MiB",
-            "--part-memory",
-            "0",
-            "--spool-dir",
-            spool.path().to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let spool_dir = spool.path().to_str().unwrap();
+    let child = env.start_job(
+        "big.bin",
+        "interrupted.gz",
+        &["--part-memory", "0", "--spool-dir", spool_dir],
+    );
     wait_for_first_part(&env, "interrupted.gz").await;
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -313,7 +304,7 @@ async fn interrupted_job_aborts_its_upload_and_spool() {
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("the upload was aborted"), "{err}");
     env.assert_no_open_uploads().await;
-    let dest: ObjectUrl = dest.parse().unwrap();
+    let dest: ObjectUrl = format!("s3://{BUCKET}/interrupted.gz").parse().unwrap();
     assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
     let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
     assert!(left.is_empty(), "spool files left: {left:?}");

@@ -24,7 +24,6 @@ use bytes::BytesMut;
 use crate::error::{Error, Result};
 use crate::gzip;
 use crate::store::PartBody;
-use crate::store::body::spool_io;
 use crate::types::{MAX_PART_SIZE, MIN_PART_SIZE, PartNumber, PartWindow};
 
 /// The largest `part_size` the assembler accepts: its longest part is
@@ -198,7 +197,7 @@ impl PartWriter {
         let (file, path) = tempfile::Builder::new()
             .prefix(SPOOL_PREFIX)
             .tempfile_in(dir)
-            .map_err(|e| spool_io("create spool file in", dir, e))?
+            .map_err(|e| Error::io("create spool file in", dir, e))?
             .into_parts();
         Ok(PartWriter::File {
             file: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -228,7 +227,7 @@ impl PartWriter {
                 crc32c,
             } => {
                 file.write_all(bytes)
-                    .map_err(|e| spool_io("write spool file", path, e))?;
+                    .map_err(|e| Error::io("write spool file", path, e))?;
                 *crc32c = crc32c::crc32c_append(*crc32c, bytes);
                 *len += bytes.len() as u64;
             }
@@ -246,7 +245,7 @@ impl PartWriter {
                 crc32c,
             } => {
                 file.into_inner()
-                    .map_err(|e| spool_io("flush spool file", &path, e.into_error()))?;
+                    .map_err(|e| Error::io("flush spool file", &path, e.into_error()))?;
                 Ok(PartBody::spooled(path, len, crc32c))
             }
         }

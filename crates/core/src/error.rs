@@ -246,6 +246,15 @@ impl Error {
         }
     }
 
+    /// A local I/O failure: `op` names what was attempted on `path`.
+    pub fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
     /// Whether repeating the failed operation (or task) can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -427,11 +427,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// Bytes free for an unprivileged writer in the file system holding `dir`.
 pub fn available_space(dir: &Path) -> Result<u64> {
-    let st = rustix::fs::statvfs(dir).map_err(|e| Error::Io {
-        op: "check free space of spool directory",
-        path: dir.display().to_string(),
-        source: e.into(),
-    })?;
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| Error::io("check free space of spool directory", dir, e.into()))?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
@@ -439,11 +436,7 @@ pub fn available_space(dir: &Path) -> Result<u64> {
 /// leaves /tmp to the next invocation). Only for a directory no running task uses; returns how
 /// many files were deleted.
 pub fn clear_spool(dir: &Path) -> Result<usize> {
-    let io = |op, e| Error::Io {
-        op,
-        path: dir.display().to_string(),
-        source: e,
-    };
+    let io = |op, e| Error::io(op, dir, e);
     let mut deleted = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,

@@ -95,23 +95,12 @@ impl PartBody {
             Data::File(path) => {
                 let file = tokio::fs::File::open(path.to_path_buf())
                     .await
-                    .map_err(|e| spool_io("open spooled part", path, e))?;
+                    .map_err(|e| Error::io("open spooled part", path, e))?;
                 let owned = Arc::clone(path);
                 Ok(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-                    .map(move |chunk| chunk.map_err(|e| spool_io("read spooled part", &owned, e)))
+                    .map(move |chunk| chunk.map_err(|e| Error::io("read spooled part", &owned, e)))
                     .boxed())
             }
-        }
-    }
-
-    /// All the bytes at once (reads a spooled body into memory: for tests and small parts).
-    pub async fn to_bytes(&self) -> Result<Bytes> {
-        match &self.data {
-            Data::Memory(b) => Ok(b.clone()),
-            Data::File(path) => tokio::fs::read(path.to_path_buf())
-                .await
-                .map(Bytes::from)
-                .map_err(|e| spool_io("read spooled part", path, e)),
         }
     }
 }
@@ -119,18 +108,6 @@ impl PartBody {
 impl From<Bytes> for PartBody {
     fn from(bytes: Bytes) -> Self {
         PartBody::from_bytes(bytes)
-    }
-}
-
-impl From<Vec<u8>> for PartBody {
-    fn from(bytes: Vec<u8>) -> Self {
-        PartBody::from_bytes(Bytes::from(bytes))
-    }
-}
-
-impl From<&'static [u8]> for PartBody {
-    fn from(bytes: &'static [u8]) -> Self {
-        PartBody::from_bytes(Bytes::from_static(bytes))
     }
 }
 
@@ -143,14 +120,6 @@ impl fmt::Debug for PartBody {
             d.field("spooled", &p.display());
         }
         d.finish()
-    }
-}
-
-pub(crate) fn spool_io(op: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.display().to_string(),
-        source,
     }
 }
 
@@ -177,7 +146,6 @@ mod tests {
             got.extend_from_slice(&chunk.unwrap());
         }
         assert_eq!(got, data);
-        assert_eq!(copy.to_bytes().await.unwrap(), data);
         assert!(path.exists());
         drop(s);
         drop(copy);

@@ -113,11 +113,8 @@ impl LocalStore {
     /// A relative path is taken from the current directory.
     pub fn for_file(path: &Path) -> Result<(LocalStore, ObjectUrl)> {
         let bad = |reason: &str| Error::invalid("local destination", format!("{path:?} {reason}"));
-        let abs = std::path::absolute(path).map_err(|e| Error::Io {
-            op: "resolve local destination",
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let abs = std::path::absolute(path)
+            .map_err(|e| Error::io("resolve local destination", path, e))?;
         let name = abs
             .file_name()
             .ok_or_else(|| bad("does not name a file"))?
@@ -200,7 +197,7 @@ impl LocalStore {
                 "NoSuchBucket",
                 format!("the directory {} does not exist", dir.display()),
             )),
-            Err(e) => Err(io("stat bucket directory", &dir, e)),
+            Err(e) => Err(Error::io("stat bucket directory", &dir, e)),
         }
     }
 
@@ -245,13 +242,13 @@ impl LocalStore {
         let mut file = match fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(io("open object", &path, e)),
+            Err(e) => return Err(Error::io("open object", &path, e)),
         };
         let size: u64 = parts.iter().map(|p| p.size).sum();
         let len = file
             .metadata()
             .await
-            .map_err(|e| io("stat object", &path, e))?
+            .map_err(|e| Error::io("stat object", &path, e))?
             .len();
         if len != size {
             return Ok(false);
@@ -266,7 +263,7 @@ impl LocalStore {
                     .take(want as u64)
                     .read_buf(&mut buf)
                     .await
-                    .map_err(|e| io("read object", &path, e))?;
+                    .map_err(|e| Error::io("read object", &path, e))?;
                 if n == 0 {
                     return Ok(false);
                 }
@@ -293,7 +290,7 @@ impl MultipartStore for LocalStore {
         let tmp = uploads.join(format!(".tmp-{id}"));
         fs::create_dir_all(&tmp)
             .await
-            .map_err(|e| io("create upload staging directory", &tmp, e))?;
+            .map_err(|e| Error::io("create upload staging directory", &tmp, e))?;
         let manifest = Manifest {
             key: dest.key.clone(),
             content_type: meta.content_type.clone(),
@@ -303,7 +300,7 @@ impl MultipartStore for LocalStore {
         let dir = uploads.join(&id);
         fs::rename(&tmp, &dir)
             .await
-            .map_err(|e| io("rename upload staging directory", &dir, e))?;
+            .map_err(|e| Error::io("rename upload staging directory", &dir, e))?;
         UploadId::new(id)
     }
 
@@ -320,7 +317,7 @@ impl MultipartStore for LocalStore {
         let written = async {
             let mut file = fs::File::create(&tmp)
                 .await
-                .map_err(|e| io("create part file", &tmp, e))?;
+                .map_err(|e| Error::io("create part file", &tmp, e))?;
             let mut sums = PartSums::default();
             let mut chunks = body.stream().await?;
             while let Some(chunk) = chunks.next().await {
@@ -328,7 +325,7 @@ impl MultipartStore for LocalStore {
                 sums.update(&chunk);
                 file.write_all(&chunk)
                     .await
-                    .map_err(|e| io("write part file", &tmp, e))?;
+                    .map_err(|e| Error::io("write part file", &tmp, e))?;
             }
             // The checksum the client sent must match the bytes, as S3 checks it.
             if sums.crc32c != body.crc32c() || sums.size != body.len() {
@@ -349,11 +346,11 @@ impl MultipartStore for LocalStore {
             // Acknowledged parts survive a crash, as on S3.
             file.sync_data()
                 .await
-                .map_err(|e| io("sync part file", &tmp, e))?;
+                .map_err(|e| Error::io("sync part file", &tmp, e))?;
             let path = dir.join(part_name(number));
             fs::rename(&tmp, &path)
                 .await
-                .map_err(|e| io("rename part file", &path, e))?;
+                .map_err(|e| Error::io("rename part file", &path, e))?;
             Ok(sums)
         }
         .await;
@@ -420,7 +417,7 @@ impl MultipartStore for LocalStore {
                         format!("part {} was not uploaded to upload {upload_id}", p.number),
                     );
                 }
-                Err(e) => return Err(io("stat part file", &path, e)),
+                Err(e) => return Err(Error::io("stat part file", &path, e)),
             };
             sizes.push(size);
         }
@@ -463,7 +460,7 @@ impl MultipartStore for LocalStore {
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent)
                         .await
-                        .map_err(|e| io("create directory", parent, e))?;
+                        .map_err(|e| Error::io("create directory", parent, e))?;
                 }
             }
             // Metadata first: a crash between the two renames leaves new metadata beside the
@@ -475,7 +472,7 @@ impl MultipartStore for LocalStore {
             write_json(&meta_path, &StoredMeta::from(meta)).await?;
             fs::rename(&tmp, &object)
                 .await
-                .map_err(|e| io("rename assembled object onto", &object, e))
+                .map_err(|e| Error::io("rename assembled object onto", &object, e))
         }
         .await;
         if let Err(e) = placed {
@@ -504,13 +501,13 @@ impl MultipartStore for LocalStore {
         let mut entries = match fs::read_dir(&dir).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io("list upload staging directory", &dir, e)),
+            Err(e) => return Err(Error::io("list upload staging directory", &dir, e)),
         };
         let mut uploads = Vec::new();
         while let Some(entry) = entries
             .next_entry()
             .await
-            .map_err(|e| io("list upload staging directory", &dir, e))?
+            .map_err(|e| Error::io("list upload staging directory", &dir, e))?
         {
             let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -538,12 +535,12 @@ impl MultipartStore for LocalStore {
         let (dir, _) = self.open_upload("list parts of", dest, upload_id).await?;
         let mut entries = fs::read_dir(&dir)
             .await
-            .map_err(|e| io("list upload staging directory", &dir, e))?;
+            .map_err(|e| Error::io("list upload staging directory", &dir, e))?;
         let mut numbers = Vec::new();
         while let Some(entry) = entries
             .next_entry()
             .await
-            .map_err(|e| io("list upload staging directory", &dir, e))?
+            .map_err(|e| Error::io("list upload staging directory", &dir, e))?
         {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -563,7 +560,7 @@ impl MultipartStore for LocalStore {
                 Ok(f) => f,
                 // Replaced or aborted between the listing and here.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("open part file", &path, e)),
+                Err(e) => return Err(Error::io("open part file", &path, e)),
             };
             let sums = sum_part(&mut file, &path, &mut buf, None).await?;
             let (size, crc32c) = (sums.size, sums.crc32c);
@@ -589,14 +586,14 @@ impl MultipartStore for LocalStore {
                     format!("{} does not exist", path.display()),
                 ));
             }
-            Err(e) => return Err(io("open object", &path, e)),
+            Err(e) => return Err(Error::io("open object", &path, e)),
         };
         let chunks = futures::stream::try_unfold((file, path), |(mut file, path)| async move {
             let mut buf = BytesMut::with_capacity(CHUNK);
             let n = file
                 .read_buf(&mut buf)
                 .await
-                .map_err(|e| io("read object", &path, e))?;
+                .map_err(|e| Error::io("read object", &path, e))?;
             Ok((n > 0).then(|| (buf.freeze(), (file, path))))
         });
         Ok(Box::pin(chunks))
@@ -615,7 +612,7 @@ impl MultipartStore for LocalStore {
         if let Some(parent) = meta_path.parent() {
             fs::create_dir_all(parent)
                 .await
-                .map_err(|e| io("create directory", parent, e))?;
+                .map_err(|e| Error::io("create directory", parent, e))?;
         }
         write_json(&meta_path, &stored).await
     }
@@ -637,7 +634,7 @@ impl MultipartStore for LocalStore {
             // A directory is a key prefix, not an object.
             Ok(_) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("stat object", &path, e)),
+            Err(e) => return Err(Error::io("stat object", &path, e)),
         };
         let meta_path = bucket
             .join(META_DIR)
@@ -717,7 +714,7 @@ async fn sum_part(
         let n = part
             .read_buf(buf)
             .await
-            .map_err(|e| io("read part file", path, e))?;
+            .map_err(|e| Error::io("read part file", path, e))?;
         if n == 0 {
             break;
         }
@@ -725,7 +722,7 @@ async fn sum_part(
         if let Some((out, out_path)) = copy.as_mut() {
             out.write_all(buf)
                 .await
-                .map_err(|e| io("write assembled object", out_path, e))?;
+                .map_err(|e| Error::io("write assembled object", out_path, e))?;
         }
     }
     Ok(sums)
@@ -740,7 +737,7 @@ async fn assemble(
 ) -> Result<std::result::Result<(), (&'static str, String)>> {
     let mut out = fs::File::create(tmp)
         .await
-        .map_err(|e| io("create assembled object", tmp, e))?;
+        .map_err(|e| Error::io("create assembled object", tmp, e))?;
     let mut buf = BytesMut::with_capacity(CHUNK);
     for p in parts {
         let path = dir.join(part_name(p.number));
@@ -752,7 +749,7 @@ async fn assemble(
                     format!("part {} was not uploaded", p.number),
                 )));
             }
-            Err(e) => return Err(io("open part file", &path, e)),
+            Err(e) => return Err(Error::io("open part file", &path, e)),
         };
         let sums = sum_part(&mut part, &path, &mut buf, Some((&mut out, tmp))).await?;
         let crc32c = sums.crc32c;
@@ -778,7 +775,7 @@ async fn assemble(
     }
     out.sync_all()
         .await
-        .map_err(|e| io("sync assembled object", tmp, e))?;
+        .map_err(|e| Error::io("sync assembled object", tmp, e))?;
     Ok(Ok(()))
 }
 
@@ -792,10 +789,10 @@ async fn remove_upload_dir(dir: &Path) -> Result<()> {
     let gone = dir.with_file_name(format!(".gone-{name}-{}", random_suffix()));
     fs::rename(dir, &gone)
         .await
-        .map_err(|e| io("remove upload staging directory", dir, e))?;
+        .map_err(|e| Error::io("remove upload staging directory", dir, e))?;
     fs::remove_dir_all(&gone)
         .await
-        .map_err(|e| io("remove upload staging directory", &gone, e))
+        .map_err(|e| Error::io("remove upload staging directory", &gone, e))
 }
 
 async fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
@@ -806,10 +803,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option
     let text = match fs::read(path).await {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io("read", path, e)),
+        Err(e) => return Err(Error::io("read", path, e)),
     };
     serde_json::from_slice(&text).map(Some).map_err(|e| {
-        io(
+        Error::io(
             "parse",
             path,
             std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -820,7 +817,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option
 /// Writes JSON to a temporary file and renames it onto `path`.
 async fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_vec_pretty(value).map_err(|e| {
-        io(
+        Error::io(
             "serialize",
             path,
             std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -829,10 +826,10 @@ async fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", random_suffix()));
     fs::write(&tmp, &text)
         .await
-        .map_err(|e| io("write", &tmp, e))?;
+        .map_err(|e| Error::io("write", &tmp, e))?;
     fs::rename(&tmp, path)
         .await
-        .map_err(|e| io("rename onto", path, e))
+        .map_err(|e| Error::io("rename onto", path, e))
 }
 
 /// The key as a relative path, refusing anything that could leave the bucket or collide with
@@ -894,14 +891,6 @@ fn has_code(err: &Error, code: &str) -> bool {
             .downcast_ref::<LocalStoreError>()
             .is_some_and(|e| e.code == code),
         _ => false,
-    }
-}
-
-fn io(op: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.display().to_string(),
-        source,
     }
 }
 

@@ -171,7 +171,7 @@ impl S3Store {
         crc32c: u32,
     ) -> Result<UploadedPart> {
         let body = PartBody::memory(body, crc32c);
-        self.send_part(dest, upload_id, number, &body, crc32c).await
+        self.send_part(dest, upload_id, number, &body).await
     }
 
     /// Whether the object at `dest` is the one `parts` complete to: same size and same
@@ -208,9 +208,8 @@ impl S3Store {
         upload_id: &UploadId,
         number: PartNumber,
         body: &PartBody,
-        crc32c: u32,
     ) -> Result<UploadedPart> {
-        let size = body.len();
+        let (size, crc32c) = (body.len(), body.crc32c());
         // A spooled part streams from its file; the SDK reopens it if it retries.
         let stream = match body.content() {
             Content::Memory(bytes) => SdkByteStream::from(bytes.clone()),
@@ -219,11 +218,7 @@ impl S3Store {
                 .buffer_size(1 << 20)
                 .build()
                 .await
-                .map_err(|e| Error::Io {
-                    op: "open spooled part",
-                    path: path.display().to_string(),
-                    source: std::io::Error::other(e),
-                })?,
+                .map_err(|e| Error::io("open spooled part", path, std::io::Error::other(e)))?,
         };
         let out = self
             .client
@@ -286,8 +281,7 @@ impl MultipartStore for S3Store {
         number: PartNumber,
         body: PartBody,
     ) -> Result<UploadedPart> {
-        self.send_part(dest, upload_id, number, &body, body.crc32c())
-            .await
+        self.send_part(dest, upload_id, number, &body).await
     }
 
     async fn complete_upload(

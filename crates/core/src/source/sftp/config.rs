@@ -117,11 +117,8 @@ impl SshAuth {
 
     /// A private key read from `path`.
     pub fn private_key_file(path: &Path, passphrase: Option<&str>) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            op: "read private key",
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io("read private key", path, e))?;
         Ok(Self::private_key(text, passphrase))
     }
 

@@ -68,11 +68,8 @@ impl KnownHosts {
 
     /// Reads and parses the known_hosts file at `path`.
     pub fn from_file(path: &Path) -> Result<KnownHosts> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            op: "read known_hosts file",
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io("read known_hosts file", path, e))?;
         Ok(Self::parse(&text))
     }
 
