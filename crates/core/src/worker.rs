@@ -443,6 +443,7 @@ pub fn clear_spool(dir: &Path) -> Result<usize> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io("list spool directory", e)),
     };
+    let mut failed = None;
     for entry in entries {
         let entry = entry.map_err(|e| io("list spool directory", e))?;
         if entry
@@ -450,11 +451,17 @@ pub fn clear_spool(dir: &Path) -> Result<usize> {
             .to_string_lossy()
             .starts_with(SPOOL_PREFIX)
         {
-            std::fs::remove_file(entry.path()).map_err(|e| io("delete stale spool file in", e))?;
-            deleted += 1;
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => deleted += 1,
+                // Keep deleting the others; report the first failure.
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
     }
-    Ok(deleted)
+    match failed {
+        Some(e) => Err(io("delete stale spool file in", e)),
+        None => Ok(deleted),
+    }
 }
 
 thread_local! {
@@ -667,5 +674,19 @@ mod tests {
         assert_eq!(clear_spool(dir.path()).unwrap(), 1);
         assert!(dir.path().join("keep.txt").exists());
         assert_eq!(clear_spool(&dir.path().join("missing")).unwrap(), 0);
+    }
+
+    #[test]
+    fn clear_spool_keeps_deleting_past_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        // remove_file fails on a directory; the files beside it still go.
+        std::fs::create_dir(dir.path().join(format!("{SPOOL_PREFIX}dir"))).unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(format!("{SPOOL_PREFIX}{name}")), b"x").unwrap();
+        }
+        let err = clear_spool(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("delete stale spool file"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 }
