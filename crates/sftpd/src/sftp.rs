@@ -218,6 +218,17 @@ impl Refusal {
 type Reply = Result<Packet, Refusal>;
 
 impl Session {
+    /// Refuses a new handle (`what` says for what) once `max_open_handles` are open.
+    fn check_handle_room(&self, what: &str) -> Result<(), Refusal> {
+        if self.handles.len() >= self.limits.max_open_handles {
+            return Err(Refusal::new(
+                StatusCode::Failure,
+                format!("{what}: {} handles already open", self.handles.len()),
+            ));
+        }
+        Ok(())
+    }
+
     async fn run<R: AsyncRead + Unpin>(&mut self, requests: &mut R) -> Result<(), SessionEnd> {
         loop {
             let len = match requests.read_u32().await {
@@ -365,12 +376,7 @@ impl Session {
             return Err(Refusal::read_only(&what));
         }
         let path = VirtualPath::parse(filename).map_err(|_| Refusal::escape(filename))?;
-        if self.handles.len() >= self.limits.max_open_handles {
-            return Err(Refusal::new(
-                StatusCode::Failure,
-                format!("{what}: {} handles already open", self.handles.len()),
-            ));
-        }
+        self.check_handle_room(&what)?;
         let root = Arc::clone(&self.root);
         let file = blocking(move || {
             let local = root.resolve(&path)?;
@@ -442,12 +448,7 @@ impl Session {
     async fn opendir(&mut self, id: u32, path: &str) -> Reply {
         let what = format!("list {path}");
         let parsed = VirtualPath::parse(path).map_err(|_| Refusal::escape(path))?;
-        if self.handles.len() >= self.limits.max_open_handles {
-            return Err(Refusal::new(
-                StatusCode::Failure,
-                format!("{what}: {} handles already open", self.handles.len()),
-            ));
-        }
+        self.check_handle_room(&what)?;
         let root = Arc::clone(&self.root);
         // Directories here are small (generated demo data), so the listing is read at once.
         let entries = blocking(move || {
