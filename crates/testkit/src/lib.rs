@@ -6,7 +6,8 @@
 //! - `data`: seeded generators of web-server logs, random bytes and zeros.
 //! - `decode`: real decoders (gzip, pigz, Python) checked against the source's SHA-256.
 
-pub mod data;
 pub mod decode;
+/// Seeded sample data (the `gzship-sample` crate, which the CLI's demo uses too).
+pub use gzship_sample as data;
 pub mod s3;
 pub mod sshd;
