@@ -16,8 +16,8 @@ use gzship_core::source::sftp::{HostKeyPolicy, SftpConfig, SftpSource, SshAuth};
 use gzship_core::store::local::LocalStore;
 use gzship_core::wire::JobRequest;
 use gzship_core::{SourceUrl, gzip::Level};
+use gzship_sample::{DataKind, write_file};
 use gzship_sftpd::{Password, SftpServer, SftpServerConfig};
-use gzship_testkit::data::{DataKind, write_file};
 
 use crate::store::AnyStore;
 

@@ -3,9 +3,11 @@
 //! and what the job costs (Lambda GB-seconds and requests, S3 requests).
 //!
 //! The plan is the planner's own ([`plan::plan`]), with each task capped to what a worker
-//! reads inside its time limit, as the master does. Time comes from a small schedule: tasks
-//! start in order, `concurrency` at once and one per `start_interval` at most; each reads at
-//! `min(worker rate, source rate / tasks running)`. Measure the worker rate for your data and
+//! reads inside its time limit, and the time is the schedule of the one duration model
+//! ([`DurationModel`]) the Lambda master checks jobs with: tasks start in order,
+//! `concurrency` at once and one per `start_interval` at most; each reads at
+//! `min(worker rate, source rate / tasks running)`. The settings are the registry's, with
+//! Lambda's defaults (`--concurrency` 8). Measure the worker rate for your data and
 //! memory size (`bench/run.sh` gives the rate of one machine; Lambda gives one vCPU per
 //! 1,769 MB) before trusting the result.
 
@@ -15,12 +17,14 @@ use clap::Args;
 use serde::Serialize;
 
 use gzship_core::assemble::part_sizes;
+use gzship_core::duration::DurationModel;
 use gzship_core::gzip;
-use gzship_core::plan::{self, Plan};
+use gzship_core::plan;
 use gzship_core::types::MIB;
 use gzship_core::worker::WorkerTuning;
 
-use crate::{TuningArgs, human};
+use crate::flags::{EstimateGroups, Flags};
+use crate::human;
 
 /// Prices in USD, AWS us-east-1, from the public price pages (aws.amazon.com/lambda/pricing,
 /// aws.amazon.com/s3/pricing) as of 2025-06; not re-checked from the build machine, which has
@@ -37,12 +41,6 @@ mod price {
     pub const S3_GB_MONTH: f64 = 0.023;
 }
 
-/// Seconds a task spends before its first byte: Lambda cold start, SSH handshake, stat.
-const TASK_OVERHEAD_S: f64 = 1.5;
-/// Seconds the master spends outside tasks: stat, CreateMultipartUpload, Complete.
-const MASTER_OVERHEAD_S: f64 = 2.0;
-/// Share of the worker's time limit a task may plan to use (the master keeps a quarter spare).
-const TIME_LIMIT_SHARE: f64 = 0.75;
 /// The Lambda functions' longest timeout.
 const LAMBDA_MAX_TIMEOUT_S: f64 = 900.0;
 
@@ -52,35 +50,18 @@ pub struct EstimateArgs {
     /// Size of the source file, e.g. 100GiB or 40TiB.
     #[arg(long, value_parser = crate::parse_size)]
     size: u64,
-    /// What the source server and its network deliver in total, in MB/s (10^6 bytes), over all
-    /// connections at once.
-    #[arg(long, default_value_t = 500.0)]
-    source_mb_s: f64,
-    /// Source MB/s one worker reads, compresses and uploads. Default 50, the master's planning
-    /// figure (GZSHIP_WORKER_MB_PER_S); a 2-core machine measures about 200 at level 6.
-    #[arg(long, default_value_t = 50.0)]
-    worker_mb_s: f64,
     /// Worker function memory in MB (the template's WorkerMemory).
     #[arg(long, default_value_t = 3008)]
     memory_mb: u32,
     /// Master function memory in MB (the template's).
     #[arg(long, default_value_t = 512)]
     master_memory_mb: u32,
-    /// Worker timeout in seconds: tasks are sized to use at most three quarters of it.
-    #[arg(long, default_value_t = 900)]
-    worker_timeout_s: u32,
-    /// Workers running at once (the template's Concurrency).
-    #[arg(long, default_value_t = 8)]
-    concurrency: u32,
     /// Compression ratio to expect (source / object): 8-15 for logs at level 6, 1 for
     /// compressed or random data. Sets the object size and the parts actually uploaded.
     #[arg(long, default_value_t = 10.0)]
     ratio: f64,
-    /// Most tasks a job may have (the planner's max_tasks, at most 10,000).
-    #[arg(long, default_value_t = 1000)]
-    max_tasks: u32,
     #[command(flatten)]
-    tuning: TuningArgs,
+    flags: Flags<EstimateGroups>,
     /// Print the estimate as JSON.
     #[arg(long)]
     json: bool,
@@ -90,12 +71,15 @@ pub struct EstimateArgs {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Assumptions {
     pub size: u64,
-    pub source_mb_s: f64,
+    /// `None`: no cap (`--source-mb-per-s` not given).
+    pub source_mb_s: Option<f64>,
     pub worker_mb_s: f64,
     pub memory_mb: u32,
     pub master_memory_mb: u32,
     pub worker_timeout_s: u32,
     pub concurrency: u32,
+    /// Least seconds between two task starts (the master's start interval).
+    pub start_interval_s: f64,
     pub ratio: f64,
     pub max_tasks: u32,
     /// Blocks compressed at once in a worker (Lambda: about one vCPU per 1,769 MB, plus one).
@@ -141,27 +125,38 @@ pub struct Estimate {
 }
 
 impl EstimateArgs {
-    fn assumptions(&self) -> Assumptions {
+    /// The assumptions and the planner's tuning, from the settings (Lambda's defaults).
+    fn assumptions(&self) -> anyhow::Result<(Assumptions, plan::Tuning)> {
+        let settings = self.flags.parse()?;
         let vcpus = (f64::from(self.memory_mb) / 1769.0).ceil().clamp(1.0, 6.0) as u32;
-        Assumptions {
+        // A worker's cores come from its memory, not from this machine's.
+        let compress_parallelism = if self.flags.given("GZSHIP_COMPRESS_PARALLELISM") {
+            settings.worker.compress_parallelism as u32
+        } else {
+            2 * vcpus
+        };
+        let a = Assumptions {
             size: self.size,
-            source_mb_s: self.source_mb_s,
-            worker_mb_s: self.worker_mb_s,
+            source_mb_s: settings.model.source_mb_per_s,
+            worker_mb_s: settings.model.worker_mb_per_s,
             memory_mb: self.memory_mb,
             master_memory_mb: self.master_memory_mb,
-            worker_timeout_s: self.worker_timeout_s,
-            concurrency: self.concurrency,
+            worker_timeout_s: settings.model.worker_timeout.as_secs() as u32,
+            concurrency: settings.master.concurrency as u32,
+            start_interval_s: settings.master.start_interval.as_secs_f64(),
             ratio: self.ratio,
-            max_tasks: self.max_tasks,
-            compress_parallelism: 2 * vcpus,
-            uploads_in_flight: 4,
-        }
+            max_tasks: settings.tuning.max_tasks,
+            compress_parallelism,
+            uploads_in_flight: settings.worker.uploads_in_flight as u32,
+        };
+        Ok((a, settings.tuning))
     }
 }
 
 /// Runs `gzship estimate`.
 pub fn run(args: &EstimateArgs) -> anyhow::Result<()> {
-    let e = estimate(&args.assumptions(), args.tuning.tuning())?;
+    let (assumptions, tuning) = args.assumptions()?;
+    let e = estimate(&assumptions, tuning)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
@@ -173,24 +168,32 @@ pub fn run(args: &EstimateArgs) -> anyhow::Result<()> {
 /// Plans the job and estimates its time and cost.
 pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Estimate> {
     anyhow::ensure!(
-        a.source_mb_s > 0.0 && a.worker_mb_s > 0.0 && a.ratio >= 1.0 && a.concurrency > 0,
+        a.source_mb_s.is_none_or(|s| s > 0.0)
+            && a.worker_mb_s > 0.0
+            && a.ratio >= 1.0
+            && a.concurrency > 0,
         "rates, concurrency must be positive and the ratio at least 1"
     );
     tuning.max_tasks = a.max_tasks;
-    let per_task_limit =
-        (f64::from(a.worker_timeout_s) * TIME_LIMIT_SHARE * a.worker_mb_s * 1e6) as u64;
-    tuning.max_task_size = Some(
-        tuning
-            .max_task_size
-            .unwrap_or(u64::MAX)
-            .min(per_task_limit.max(tuning.block_size)),
+    let model = DurationModel {
+        worker_bytes_per_s: a.worker_mb_s * 1e6,
+        source_bytes_per_s: a.source_mb_s.map(|s| s * 1e6),
+        concurrency: a.concurrency as usize,
+        start_interval: std::time::Duration::from_secs_f64(a.start_interval_s),
+    };
+    model.cap_tasks(
+        &mut tuning,
+        std::time::Duration::from_secs(u64::from(a.worker_timeout_s)),
     );
     let plan = plan::plan(a.size, &tuning)?;
     let tasks = plan.tasks.len() as u32;
-    let running = tasks.min(a.concurrency).max(1);
-    let rate = a.worker_mb_s.min(a.source_mb_s / f64::from(running)) * 1e6;
-
-    let (wall, worker_seconds, longest) = schedule(&plan, a.concurrency, rate);
+    let schedule = model.schedule(&plan);
+    let (wall, worker_seconds, longest) = (
+        schedule.wall_secs,
+        schedule.busy_secs,
+        schedule.longest_secs,
+    );
+    let (rate, running) = (schedule.worker_bytes_per_s, schedule.running);
     let parts: u64 = plan
         .tasks
         .iter()
@@ -299,31 +302,6 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
     })
 }
 
-/// Runs the plan's tasks `concurrency` at a time, started in order at most one per 200 ms (the
-/// master's default start interval), each reading at `rate` bytes/s. Returns the wall time
-/// (the master's overhead included), the sum of the tasks' durations and the longest task.
-fn schedule(plan: &Plan, concurrency: u32, rate: f64) -> (f64, f64, f64) {
-    const START_INTERVAL_S: f64 = 0.2;
-    let mut free = vec![0.0f64; concurrency.max(1) as usize];
-    let (mut last_start, mut end, mut busy, mut longest) = (-START_INTERVAL_S, 0.0f64, 0.0, 0.0f64);
-    for t in &plan.tasks {
-        let (slot, at) = free
-            .iter()
-            .copied()
-            .enumerate()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or((0, 0.0));
-        let start = at.max(last_start + START_INTERVAL_S);
-        let took = TASK_OVERHEAD_S + t.range.len() as f64 / rate;
-        free[slot] = start + took;
-        last_start = start;
-        end = end.max(start + took);
-        busy += took;
-        longest = longest.max(took);
-    }
-    (end + MASTER_OVERHEAD_S, busy, longest)
-}
-
 fn duration(s: f64) -> String {
     if s < 120.0 {
         format!("{s:.0} s")
@@ -339,10 +317,11 @@ fn render(e: &Estimate) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "source {} at {:.0} MB/s from the server, {:.0} MB/s per worker, {} workers at once of \
+        "source {} at {} from the server, {:.0} MB/s per worker, {} workers at once of \
          {} MB, ratio {:.1}",
         human(a.size),
-        a.source_mb_s,
+        a.source_mb_s
+            .map_or("an uncapped rate".to_owned(), |s| format!("{s:.0} MB/s")),
         a.worker_mb_s,
         a.concurrency,
         a.memory_mb,
@@ -399,12 +378,13 @@ mod tests {
     fn assume(size: u64) -> Assumptions {
         Assumptions {
             size,
-            source_mb_s: 500.0,
+            source_mb_s: Some(500.0),
             worker_mb_s: 50.0,
             memory_mb: 3008,
             master_memory_mb: 512,
             worker_timeout_s: 900,
             concurrency: 8,
+            start_interval_s: 0.2,
             ratio: 10.0,
             max_tasks: 1000,
             compress_parallelism: 3,
@@ -490,7 +470,7 @@ mod tests {
     #[test]
     fn a_slow_source_is_shared() {
         let mut a = assume(100 * GIB);
-        a.source_mb_s = 100.0;
+        a.source_mb_s = Some(100.0);
         let e = estimate(&a, plan::Tuning::default()).unwrap();
         assert!((e.worker_rate_mb_s - 12.5).abs() < 1e-9);
         assert!(e.wall_seconds >= 100.0 * GIB as f64 / 100e6);

@@ -7,6 +7,7 @@
 
 mod demo;
 mod estimate;
+mod flags;
 mod progress;
 mod ssh;
 mod store;
@@ -18,26 +19,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use gzship_core::gzip::Level;
 use gzship_core::invoke::LocalInvoker;
 use gzship_core::master::{self, MasterConfig};
-use gzship_core::plan::{self, Tuning};
+use gzship_core::plan;
+use gzship_core::settings;
 use gzship_core::source::Source;
-use gzship_core::store::s3::S3Config;
 use gzship_core::types::{GIB, KIB, MIB, TIB};
 use gzship_core::wire::{JobReport, JobRequest};
 use gzship_core::worker::{Progress, WorkerTuning};
 use gzship_core::{ObjectUrl, SourceUrl};
 
+use flags::{Flags, PlanGroups, RunGroups, VerifyGroups};
+
 /// Ship one huge file from an SFTP server into S3 as one gzip object.
 #[derive(Debug, Parser)]
 #[command(name = "gzship", version, about, long_about = None)]
 struct Cli {
-    /// Log filter (tracing's syntax), e.g. `info`, `gzship_core=debug`.
-    #[arg(long, global = true, env = "GZSHIP_LOG", default_value = "warn")]
-    log: String,
+    /// Log filter (tracing's syntax), e.g. `info`, `gzship_core=debug` [default: warn].
+    #[arg(long, global = true, env = "GZSHIP_LOG")]
+    log: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -53,27 +55,7 @@ enum Command {
         /// s3://bucket/key, or a local file path
         destination: String,
         #[command(flatten)]
-        ssh: ssh::SshArgs,
-        #[command(flatten)]
-        tuning: TuningArgs,
-        #[command(flatten)]
-        s3: S3Args,
-        /// Tasks running at once (each is one SSH connection).
-        #[arg(long, env = "GZSHIP_CONCURRENCY", default_value_t = 2)]
-        concurrency: usize,
-        /// Memory per task for parts being cut and uploaded; parts too big for it (sources over
-        /// about 1 TiB) are spooled to --spool-dir instead.
-        #[arg(long, env = "GZSHIP_PART_MEMORY", value_parser = parse_size, default_value = "256MiB")]
-        part_memory: u64,
-        /// Directory for spooled parts (default: the system's temporary directory).
-        #[arg(long, env = "GZSHIP_SPOOL_DIR")]
-        spool_dir: Option<std::path::PathBuf>,
-        /// Blocks compressed at once per task (default: twice the number of cores).
-        #[arg(long, env = "GZSHIP_COMPRESS_PARALLELISM")]
-        compress_parallelism: Option<usize>,
-        /// The most of --spool-dir the job may use (default: its free space).
-        #[arg(long, env = "GZSHIP_SPOOL_LIMIT", value_parser = parse_size)]
-        spool_limit: Option<u64>,
+        flags: Flags<RunGroups>,
         /// Print the job report as one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -87,9 +69,7 @@ enum Command {
         #[arg(long, value_parser = parse_size, conflicts_with = "source")]
         size: Option<u64>,
         #[command(flatten)]
-        ssh: ssh::SshArgs,
-        #[command(flatten)]
-        tuning: TuningArgs,
+        flags: Flags<PlanGroups>,
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
@@ -101,9 +81,7 @@ enum Command {
         /// s3://bucket/key, or a local file path
         destination: String,
         #[command(flatten)]
-        ssh: ssh::SshArgs,
-        #[command(flatten)]
-        s3: S3Args,
+        flags: Flags<VerifyGroups>,
         /// Compare SHA-256 too (CRC-32 and length always).
         #[arg(long)]
         sha256: bool,
@@ -116,63 +94,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Estimate a job on AWS Lambda without running it: plan, wall time, memory and cost.
     Estimate(estimate::EstimateArgs),
-}
-
-/// Planner and compression knobs.
-#[derive(Debug, Clone, Args)]
-struct TuningArgs {
-    /// Number of tasks (default: one per --task-size of source).
-    #[arg(long, env = "GZSHIP_TASKS")]
-    tasks: Option<u32>,
-    /// Source bytes per task when --tasks is not given.
-    #[arg(long, env = "GZSHIP_TASK_SIZE", value_parser = parse_size, default_value = "1GiB")]
-    task_size: u64,
-    /// gzip level, 1 (fastest) to 9 (smallest).
-    #[arg(long, env = "GZSHIP_LEVEL", default_value_t = 6)]
-    level: u8,
-    /// Compressed bytes per part (raised when 10,000 parts would not hold the job).
-    #[arg(long, env = "GZSHIP_PART_SIZE", value_parser = parse_size, default_value = "16MiB")]
-    part_size: u64,
-    /// Source bytes per gzip member.
-    #[arg(long, env = "GZSHIP_BLOCK_SIZE", value_parser = parse_size, default_value = "4MiB")]
-    block_size: u64,
-}
-
-impl TuningArgs {
-    fn tuning(&self) -> Tuning {
-        Tuning {
-            block_size: self.block_size,
-            part_size: self.part_size,
-            task_size: self.task_size,
-            tasks: self.tasks,
-            ..Tuning::default()
-        }
-    }
-
-    fn level(&self) -> anyhow::Result<Level> {
-        Ok(Level::new(self.level)?)
-    }
-}
-
-/// S3 connection knobs; credentials and region come from the standard AWS environment.
-#[derive(Debug, Clone, Args)]
-struct S3Args {
-    /// Endpoint of an S3-compatible store (AWS_ENDPOINT_URL works too).
-    #[arg(long, env = "GZSHIP_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// Use path-style addressing (endpoint/bucket/key); implied by --s3-endpoint.
-    #[arg(long)]
-    s3_path_style: bool,
-}
-
-impl S3Args {
-    fn config(&self) -> S3Config {
-        S3Config {
-            endpoint_url: self.s3_endpoint.clone(),
-            force_path_style: self.s3_path_style || self.s3_endpoint.is_some(),
-            ..S3Config::default()
-        }
-    }
+    /// Print every setting (flag, environment variable, default, where it applies) as the
+    /// README's Markdown table.
+    Settings,
 }
 
 /// mimalloc returns freed part and block buffers to the system; glibc's malloc kept hundreds
@@ -182,7 +106,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log);
+    let log = cli.log.clone().unwrap_or_else(|| {
+        settings::setting("GZSHIP_LOG")
+            .map_or("warn", |s| s.default.text())
+            .to_owned()
+    });
+    init_tracing(&log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -217,51 +146,41 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             source,
             destination,
-            ssh,
-            tuning,
-            s3,
-            concurrency,
-            part_memory,
-            spool_dir,
-            spool_limit,
-            compress_parallelism,
+            flags,
             json,
         } => {
-            let defaults = WorkerTuning::default();
-            let worker = WorkerTuning {
-                part_memory,
-                spool_dir: spool_dir.unwrap_or(defaults.spool_dir.clone()),
-                spool_limit,
-                compress_parallelism: compress_parallelism.unwrap_or(defaults.compress_parallelism),
-                ..defaults
-            };
-            let sftp = Arc::new(ssh.source(&source)?);
-            let (store, dest) = store::open(&destination, &s3.config()).await?;
+            let settings = flags.parse()?;
+            let sftp = Arc::new(ssh::source(&settings, &source)?);
+            let (store, dest) = store::open(&destination, &settings.s3).await?;
             let request = JobRequest {
                 source,
                 destination: dest,
-                level: tuning.level()?,
-                tuning: tuning.tuning(),
+                level: settings.level,
+                tuning: settings.tuning.clone(),
             };
-            let config = MasterConfig {
-                concurrency,
-                ..MasterConfig::default()
-            };
-            let report = run_job(&request, sftp, store, &config, &worker, &destination).await?;
+            let report = run_job(
+                &request,
+                sftp,
+                store,
+                &settings.master,
+                &settings.worker,
+                &destination,
+            )
+            .await?;
             print_report(&report, &destination, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
             source,
             size,
-            ssh,
-            tuning,
+            flags,
             json,
         } => {
+            let settings = flags.parse()?;
             let size = match (size, source) {
                 (Some(size), _) => size,
                 (None, Some(source)) => {
-                    let sftp = ssh.source(&source)?;
+                    let sftp = ssh::source(&settings, &source)?;
                     let stat = sftp.stat(&source.path).await?;
                     if !stat.is_file {
                         bail!("{source} is not a regular file");
@@ -270,7 +189,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => bail!("give SOURCE or --size"),
             };
-            let plan = plan::plan(size, &tuning.tuning())?;
+            let plan = plan::plan(size, &settings.tuning)?;
             let mut out = std::io::stdout().lock();
             let written = if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)
@@ -289,13 +208,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Verify {
             source,
             destination,
-            ssh,
-            s3,
+            flags,
             sha256,
             json,
         } => {
-            let sftp = ssh.source(&source)?;
-            let (store, dest) = store::open(&destination, &s3.config()).await?;
+            let settings = flags.parse()?;
+            let sftp = ssh::source(&settings, &source)?;
+            let (store, dest) = store::open(&destination, &settings.s3).await?;
             let report = verify::verify(&sftp, &source, &store, &dest, sha256).await?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
@@ -310,6 +229,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => demo::run(args).await,
         Command::Estimate(args) => estimate::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Settings => {
+            print!("{}", settings::markdown_table());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -458,45 +381,15 @@ fn human(n: u64) -> String {
     format!("{n} B")
 }
 
-/// Parses `123`, `4k`, `16MiB`, `1.5G`, `40TiB` (binary units; `B` optional).
-fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .with_context(|| format!("{s:?} does not start with a number"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => KIB,
-        "m" | "mb" | "mib" => MIB,
-        "g" | "gb" | "gib" => GIB,
-        "t" | "tb" | "tib" => TIB,
-        other => bail!("unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB)"),
-    };
-    let bytes = num * mult as f64;
-    if !(0.0..=u64::MAX as f64).contains(&bytes) {
-        bail!("{s:?} is out of range");
-    }
-    Ok(bytes as u64)
+/// Parses `123`, `4k`, `16MiB`, `1.5G`, `40TiB` (binary units; `B` optional), as every size
+/// setting does.
+fn parse_size(s: &str) -> Result<u64, String> {
+    settings::parse_size(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("123").unwrap(), 123);
-        assert_eq!(parse_size("4k").unwrap(), 4096);
-        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
-        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_size("40 TiB").unwrap(), 40 << 40);
-        assert!(parse_size("MiB").is_err());
-        assert!(parse_size("5 parsecs").is_err());
-    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -374,3 +374,57 @@ fn plan_into_a_closed_pipe_exits_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.status.success(), "{err}");
 }
+
+/// `--known-hosts` (`GZSHIP_KNOWN_HOSTS`) is a file and `--known-hosts-text`
+/// (`GZSHIP_KNOWN_HOSTS_TEXT`) its lines, in the CLI as on Lambda; lines given where a path
+/// belongs are refused with a pointer to the text setting.
+#[tokio::test]
+async fn known_hosts_as_a_file_or_as_its_text() {
+    let env = env().await;
+    env.write("kh.bin", DataKind::Logs, 1 << 20, 3);
+    let source = env.sshd.url("kh.bin");
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("known_hosts");
+    let line = env.sshd.known_hosts_line();
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let plan = |flags: &[&str], vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gzship"));
+        cmd.args(["plan", &source, "--identity"])
+            .arg(&env.sshd.client_key().private_key_path)
+            .args(flags)
+            // No ~/.ssh/known_hosts to fall back on.
+            .env("HOME", home.path())
+            .env_remove("GZSHIP_HOST_KEY")
+            .env_remove("GZSHIP_KNOWN_HOSTS")
+            .env_remove("GZSHIP_KNOWN_HOSTS_TEXT");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    for out in [
+        plan(&["--known-hosts", file], &[]),
+        plan(&[], &[("GZSHIP_KNOWN_HOSTS", file)]),
+        plan(&["--known-hosts-text", &line], &[]),
+        plan(&[], &[("GZSHIP_KNOWN_HOSTS_TEXT", &line)]),
+    ] {
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("1 tasks"));
+    }
+    let other_host = line.replacen(&format!("]:{} ", env.sshd.port()), "]:1 ", 1);
+    assert_ne!(other_host, line);
+    let out = plan(&["--known-hosts-text", &other_host], &[]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
+    let out = plan(&[], &[("GZSHIP_KNOWN_HOSTS", &line)]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("GZSHIP_KNOWN_HOSTS_TEXT"),
+        "{}",
+        stderr(&out)
+    );
+    let out = plan(&[], &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--known-hosts"), "{}", stderr(&out));
+}

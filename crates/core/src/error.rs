@@ -22,6 +22,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A setting (a flag or a `GZSHIP_*` variable) is missing or malformed.
+    #[error("setting {name}: {reason}")]
+    Setting {
+        /// The setting's environment variable name (`GZSHIP_PART_MEMORY`).
+        name: &'static str,
+        /// What is wrong and what to give instead.
+        reason: String,
+    },
+
     /// A `sftp://` or `s3://` URL does not parse.
     #[error("invalid url {url:?}: {reason}")]
     InvalidUrl {
@@ -271,6 +280,7 @@ impl Error {
     pub fn error_type(&self) -> &'static str {
         match self {
             Error::Invalid { .. } | Error::InvalidUrl { .. } => "InvalidInput",
+            Error::Setting { .. } => "Config",
             Error::Plan { .. } => "PlanRejected",
             Error::NotAllowed { .. } => "NotAllowed",
             Error::SshConnect { .. } => "SshConnect",

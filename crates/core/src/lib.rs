@@ -17,11 +17,17 @@
 //!   cross the wire.
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
 //! - [`sdk`]: one classification of AWS SDK errors as retryable or not.
-//! - [`config`]: typed configuration and [`Secret`](config::Secret).
+//! - [`settings`]: the one settings surface: every knob's name, unit, default and doc, parsed
+//!   once from the CLI's flags or a function's environment.
+//! - [`duration`]: the one model of a job's duration (task sizes, time limits, estimates).
+//! - [`backoff`]: the one bounded, jittered backoff of every retry loop.
+//! - [`config`]: the access policy and [`Secret`](config::Secret).
 //! - [`error`]: the one [`Error`] type.
 
 pub mod assemble;
+pub mod backoff;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod gzip;
 pub mod invoke;
@@ -30,6 +36,7 @@ pub mod invoke_lambda;
 pub mod master;
 pub mod plan;
 pub mod sdk;
+pub mod settings;
 pub mod source;
 pub mod store;
 pub mod types;

@@ -9,7 +9,9 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 pub use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::AccessPolicy;
+use crate::duration::DurationModel;
 use crate::error::{Error, Result, chain};
 use crate::gzip;
 use crate::invoke::Invoker;
@@ -33,14 +35,21 @@ pub struct MasterConfig {
     pub start_interval: Duration,
     /// Attempts per task when its error is retryable. Default 3.
     pub task_attempts: u32,
-    /// Delay before the first retry, doubled each time (with jitter). Default 1 s.
-    pub retry_delay: Duration,
+    /// Delays between a task's attempts: 1 s before the first retry, doubling (jittered) up
+    /// to 30 s.
+    pub retry: Backoff,
     /// How long, after a task failed for good and the upload was aborted, to wait for the
     /// tasks still running to end before the final abort. Default 30 s. Remote workers fail at
     /// their next UploadPart once the upload is aborted; too short: a part uploaded in that
     /// race can survive the first abort (the bucket's lifecycle rule still removes it); too
     /// long: a failing job takes longer to report.
     pub drain_timeout: Duration,
+    /// Source bytes a second one worker is assumed to manage (default 50 MB/s: a slow single
+    /// core at level 9). With the invoker's time limit it sizes tasks; see [`DurationModel`].
+    pub worker_mb_per_s: f64,
+    /// What the source server delivers in total, in MB/s, shared by the tasks running;
+    /// `None` (default): no cap.
+    pub source_mb_per_s: Option<f64>,
     /// Which sources and destinations are allowed.
     pub policy: AccessPolicy,
     /// Cancels the job from outside (the CLI on Ctrl-C, the Lambda master near its deadline):
@@ -55,10 +64,27 @@ impl Default for MasterConfig {
             concurrency: 8,
             start_interval: Duration::from_millis(200),
             task_attempts: 3,
-            retry_delay: Duration::from_secs(1),
+            retry: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(30),
+            },
             drain_timeout: Duration::from_secs(30),
+            worker_mb_per_s: 50.0,
+            source_mb_per_s: None,
             policy: AccessPolicy::default(),
             cancel: CancellationToken::new(),
+        }
+    }
+}
+
+impl MasterConfig {
+    /// The duration model of jobs run with this configuration.
+    pub fn duration_model(&self) -> DurationModel {
+        DurationModel {
+            worker_bytes_per_s: self.worker_mb_per_s * 1e6,
+            source_bytes_per_s: self.source_mb_per_s.map(|mb| mb * 1e6),
+            concurrency: self.concurrency,
+            start_interval: self.start_interval,
         }
     }
 }
@@ -103,12 +129,7 @@ where
     }
     let mut tuning = request.tuning.clone();
     if let Some(limit) = invoker.time_limit() {
-        tuning.max_task_size = Some(
-            tuning
-                .max_task_size
-                .unwrap_or(u64::MAX)
-                .min(bytes_within(limit)),
-        );
+        config.duration_model().cap_tasks(&mut tuning, limit);
     }
     let plan = plan::plan(stat.size, &tuning)?;
     if let Some(p) = progress {
@@ -187,13 +208,6 @@ where
         "job complete"
     );
     Ok(report)
-}
-
-/// Bytes a worker can safely read within `limit`: assumes 50 MB/s (a single slow core at level
-/// 9 still manages that) and keeps a quarter of the time as margin. The planner's
-/// `max_task_size` when the invoker has a time limit.
-pub fn bytes_within(limit: Duration) -> u64 {
-    (limit.as_secs_f64() * 0.75 * 50e6) as u64
 }
 
 fn object_meta(request: &JobRequest, stat: &SourceStat) -> ObjectMeta {
@@ -284,7 +298,7 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
             Ok(report) => reports[task.index as usize] = Some(report),
             Err(err) if err.is_retryable() && number < config.task_attempts => {
                 retries += 1;
-                let delay = backoff(config.retry_delay, number);
+                let delay = config.retry.delay(number);
                 tracing::warn!(
                     task = task.index, attempt = number, retry_in = ?delay, error = %chain(&err),
                     "task failed; retrying"
@@ -344,11 +358,6 @@ async fn stop_tasks<M: MultipartStore, F: Future<Output = Attempt>>(
 
 /// `base * 2^(attempt - 1)`, times a random factor in [0.5, 1.5) so retries of many tasks do
 /// not arrive together.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1 << attempt.saturating_sub(1).min(16));
-    exp.mul_f64(rand::random_range(0.5..1.5))
-}
-
 type Attempt = (Task, u32, Result<TaskReport>);
 
 async fn attempt<I: Invoker>(invoker: &I, task: Task, number: u32, delay: Duration) -> Attempt {

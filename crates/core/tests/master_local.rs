@@ -119,7 +119,10 @@ fn fast_config() -> MasterConfig {
     MasterConfig {
         concurrency: 3,
         start_interval: Duration::from_millis(1),
-        retry_delay: Duration::from_millis(1),
+        retry: gzship_core::backoff::Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+        },
         ..MasterConfig::default()
     }
 }

@@ -16,8 +16,10 @@ use gzship_testkit::sshd::{self, KeyKind, Sshd};
 
 fn fast_tuning() -> SftpTuning {
     SftpTuning {
-        backoff_base: Duration::from_millis(5),
-        backoff_max: Duration::from_millis(50),
+        backoff: gzship_core::backoff::Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        },
         ..SftpTuning::default()
     }
 }

@@ -48,7 +48,10 @@ async fn env() -> Env {
         auth: SshAuth::private_key(sshd.client_key().private_key_pem.clone(), None),
         host_key: HostKeyPolicy::fingerprint(sshd.host_key_fingerprint()).unwrap(),
         tuning: SftpTuning {
-            backoff_base: Duration::from_millis(5),
+            backoff: gzship_core::backoff::Backoff {
+                base: Duration::from_millis(5),
+                max: Duration::from_secs(10),
+            },
             ..SftpTuning::default()
         },
     };

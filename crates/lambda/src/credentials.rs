@@ -24,7 +24,7 @@ use crate::error::HandlerError;
 pub enum CredentialSource {
     /// A Secrets Manager secret (name or ARN): `GZSHIP_SSH_SECRET`.
     SecretsManager(String),
-    /// An OpenSSH private key file (unencrypted): `GZSHIP_SSH_KEY_FILE`. For local runs.
+    /// An OpenSSH private key file (unencrypted): `GZSHIP_IDENTITY`. For local runs.
     KeyFile(PathBuf),
 }
 

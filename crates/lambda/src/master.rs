@@ -9,6 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gzship_core::duration::DurationModel;
 use gzship_core::invoke::Invoker;
 use gzship_core::master::{self, CancellationToken, MasterConfig};
 use gzship_core::plan::{self, Tuning};
@@ -178,49 +179,71 @@ fn job_id(dest: &ObjectUrl, request_id: &str) -> String {
 /// Time the master keeps for itself (stat, create, complete, abort) out of its timeout.
 const MASTER_MARGIN: Duration = Duration::from_secs(60);
 
-/// Refuses a job whose tasks cannot all finish inside the master's own timeout: with
-/// `concurrency` tasks at a time, each taking its bytes at `worker_mb_per_s`, the rounds of
-/// tasks must end `MASTER_MARGIN` before the timeout. Says what to change.
+/// Refuses a job whose tasks cannot all finish inside the master's own timeout, by the one
+/// duration model ([`gzship_core::duration`]): tasks sized to the worker's timeout,
+/// `concurrency` at once, staggered starts, each at the worker's throughput capped by its
+/// share of the source's bandwidth; the schedule must end `MASTER_MARGIN` before the timeout.
+/// Says what to change.
 pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
+    let model = env.master.duration_model();
     let mut tuning = tuning.clone();
-    let per_task = gzship_core::master::bytes_within(env.worker_timeout);
-    tuning.max_task_size = Some(tuning.max_task_size.unwrap_or(u64::MAX).min(per_task));
+    model.cap_tasks(&mut tuning, env.worker_timeout);
     let plan = plan::plan(size, &tuning)?;
-    let tasks = plan.tasks.len() as u64;
-    let longest = plan.tasks.iter().map(|t| t.range.len()).max().unwrap_or(0);
-    let bytes_per_s = env.worker_mb_per_s * 1e6;
-    let task_secs = longest as f64 / bytes_per_s;
-    let concurrency = env.master.concurrency.max(1) as u64;
-    let rounds = tasks.div_ceil(concurrency);
-    let starts = env.master.start_interval.as_secs_f64() * tasks as f64;
-    let estimate = rounds as f64 * task_secs + starts;
+    let schedule = model.schedule(&plan);
     let budget = env
         .master_timeout
         .saturating_sub(MASTER_MARGIN)
         .as_secs_f64();
-    if estimate <= budget {
+    if schedule.wall_secs <= budget {
         return Ok(());
     }
-    let advice = if task_secs + starts >= budget {
-        "lower tuning.task_size (or give more tasks), or raise GZSHIP_MASTER_TIMEOUT_SECS with \
-         the master function's timeout"
+    let tasks = plan.tasks.len();
+    let longest = plan.tasks.iter().map(|t| t.range.len()).max().unwrap_or(0);
+    // The least concurrency whose schedule fits, if any does.
+    let fits = |concurrency: usize| {
+        DurationModel {
+            concurrency,
+            ..model
+        }
+        .schedule(&plan)
+        .wall_secs
+            <= budget
+    };
+    let advice = if !fits(tasks.max(1)) {
+        "lower tuning.task_size (or give more tasks), raise GZSHIP_MASTER_TIMEOUT with the master \
+         function's timeout, or ship the file with the gzship CLI, which has no time limit \
+         (a slow source, GZSHIP_SOURCE_MB_PER_S, is not helped by more workers)"
             .to_owned()
     } else {
-        let per_slot = ((budget - starts) / task_secs).floor().max(1.0) as u64;
-        let needed = tasks.div_ceil(per_slot);
+        let (mut low, mut high) = (model.concurrency.max(1), tasks.max(1));
+        while low < high {
+            let mid = (low + high) / 2;
+            if fits(mid) {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
         format!(
-            "raise GZSHIP_CONCURRENCY to at least {needed} (and the worker function's reserved \
+            "raise GZSHIP_CONCURRENCY to at least {high} (and the worker function's reserved \
              concurrency with it), or ship the file with the gzship CLI, which has no time limit"
         )
     };
     Err(Error::Plan {
         size,
         reason: format!(
-            "its {tasks} tasks of up to {longest} bytes take about {task_secs:.0} s each at an \
-             assumed {} MB/s per worker (GZSHIP_WORKER_MB_PER_S); {concurrency} at a time that \
-             is about {estimate:.0} s, more than the {budget:.0} s the master has inside its \
-             {} s timeout: {advice}",
-            env.worker_mb_per_s,
+            "its {tasks} tasks of up to {longest} bytes take about {:.0} s each at {:.0} MB/s \
+             per worker (GZSHIP_WORKER_MB_PER_S{}); {} at a time the job takes about {:.0} s, \
+             more than the {budget:.0} s the master has inside its {} s timeout: {advice}",
+            schedule.longest_secs,
+            schedule.worker_bytes_per_s / 1e6,
+            if env.master.source_mb_per_s.is_some() {
+                ", shared with GZSHIP_SOURCE_MB_PER_S"
+            } else {
+                ""
+            },
+            model.concurrency,
+            schedule.wall_secs,
             env.master_timeout.as_secs()
         ),
     })
@@ -268,7 +291,7 @@ mod tests {
                 "GZSHIP_HOST_KEY" => {
                     Some("SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".into())
                 }
-                "GZSHIP_SSH_KEY_FILE" => Some("/dev/null".into()),
+                "GZSHIP_IDENTITY" => Some("/dev/null".into()),
                 "GZSHIP_WORKER_FUNCTION" => Some("w".into()),
                 _ => None,
             }
@@ -303,6 +326,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("task_size"), "{err}");
+    }
+
+    /// Issue 12: a source that delivers 100 MB/s in all makes 100 GiB take about 18 minutes
+    /// whatever the concurrency; the check counts it, and says more workers do not help.
+    #[test]
+    fn a_slow_source_caps_the_job() {
+        let mut env = env();
+        check_duration(100 * GIB, &Tuning::default(), &env).unwrap();
+        env.master.source_mb_per_s = Some(100.0);
+        let err = check_duration(100 * GIB, &Tuning::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GZSHIP_SOURCE_MB_PER_S"), "{err}");
+        env.master.concurrency = 100;
+        assert!(check_duration(100 * GIB, &Tuning::default(), &env).is_err());
+        check_duration(20 * GIB, &Tuning::default(), &env).unwrap();
     }
 
     #[test]

@@ -1,9 +1,16 @@
 //! What both binaries share: logging and the environment.
 
-/// Logs to stdout (CloudWatch) without colours, filtered by `RUST_LOG` (default `info`).
+/// Logs to stdout (CloudWatch) without colours, filtered by `GZSHIP_LOG` (the settings
+/// registry's `log`, default `info` on Lambda). Read before the other settings, so that their
+/// errors are logged.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let default = gzship_core::settings::setting("GZSHIP_LOG").map_or("info", |s| {
+        s.default_on(gzship_core::settings::FrontEnd::Lambda).text()
+    });
+    let filter = env_var("GZSHIP_LOG")
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

@@ -222,12 +222,12 @@ impl Env {
             ("GZSHIP_ALLOWED_SOURCE_PATHS", allowed_sources.to_owned()),
             ("GZSHIP_ALLOWED_DESTINATIONS", format!("s3://{BUCKET}/out/")),
             ("GZSHIP_WORKER_FUNCTION", "worker".to_owned()),
-            ("GZSHIP_WORKER_TIMEOUT_SECS", "300".to_owned()),
+            ("GZSHIP_WORKER_TIMEOUT", "300s".to_owned()),
             ("GZSHIP_CONCURRENCY", "3".to_owned()),
-            ("GZSHIP_START_INTERVAL_MS", "50".to_owned()),
-            ("GZSHIP_RETRY_DELAY_MS", "100".to_owned()),
+            ("GZSHIP_START_INTERVAL", "50ms".to_owned()),
+            ("GZSHIP_RETRY_DELAY", "100ms".to_owned()),
             ("GZSHIP_COMPRESS_PARALLELISM", "2".to_owned()),
-            ("RUST_LOG", "info".to_owned()),
+            ("GZSHIP_LOG", "info".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::types::SourceUrl;
@@ -207,6 +208,26 @@ pub enum SshCipher {
     Aes128Ctr,
 }
 
+impl std::str::FromStr for SshCipher {
+    type Err = String;
+
+    /// OpenSSH's cipher names (`aes128-gcm@openssh.com`, `chacha20-poly1305@openssh.com`,
+    /// `aes256-ctr`, ...), the `@openssh.com` suffix optional.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().trim_end_matches("@openssh.com") {
+            "aes128-gcm" => Ok(SshCipher::Aes128Gcm),
+            "aes256-gcm" => Ok(SshCipher::Aes256Gcm),
+            "chacha20-poly1305" => Ok(SshCipher::Chacha20Poly1305),
+            "aes256-ctr" => Ok(SshCipher::Aes256Ctr),
+            "aes128-ctr" => Ok(SshCipher::Aes128Ctr),
+            other => Err(format!(
+                "unknown cipher {other:?} (known: aes128-gcm@openssh.com, aes256-gcm@openssh.com, \
+                 chacha20-poly1305@openssh.com, aes256-ctr, aes128-ctr)"
+            )),
+        }
+    }
+}
+
 impl SshCipher {
     pub(super) fn russh_name(self) -> russh::cipher::Name {
         match self {
@@ -259,12 +280,10 @@ pub struct SftpTuning {
     /// or reset connections and handshakes dropped by OpenSSH's `MaxStartups` are retried;
     /// host key and login refusals are not. Too low: bursts of workers fail on `MaxStartups`.
     pub handshake_attempts: u32,
-    /// First delay between attempts; it doubles on each retry, with random jitter (a delay is
-    /// drawn in `[d/2, d]`). Default 250 ms. Too short: retries hit a saturated server again in
-    /// lockstep; too long: recovering from a blip costs seconds.
-    pub backoff_base: Duration,
-    /// Largest delay between attempts. Default 10 s.
-    pub backoff_max: Duration,
+    /// Delays between connection attempts: the first (default 250 ms) doubles on each retry,
+    /// jittered, up to the longest (default 10 s). Too short: retries hit a saturated server
+    /// again in lockstep; too long: recovering from a blip costs seconds.
+    pub backoff: Backoff,
     /// Reconnects allowed while reading one range, after the connection was lost or a request
     /// timed out; each resumes at the first byte not yet delivered. The count resets whenever
     /// bytes are delivered. Default 5. Too low: a flaky network fails whole tasks.
@@ -291,8 +310,10 @@ impl Default for SftpTuning {
             connect_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             handshake_attempts: 6,
-            backoff_base: Duration::from_millis(250),
-            backoff_max: Duration::from_secs(10),
+            backoff: Backoff {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(10),
+            },
             reconnect_attempts: 5,
             window_size: 16 * 1024 * 1024,
             max_packet_size: 65_535,
@@ -335,12 +356,7 @@ impl SftpTuning {
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return bad("connect_timeout and request_timeout must be above zero".into());
         }
-        if self.backoff_base > self.backoff_max {
-            return bad(format!(
-                "backoff_base {:?} exceeds backoff_max {:?}",
-                self.backoff_base, self.backoff_max
-            ));
-        }
+        self.backoff.validate()?;
         if self.window_size < 32 * 1024 {
             return bad(format!("window_size {} is below 32 KiB", self.window_size));
         }

@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng as _;
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh_sftp::client::RawSftpSession;
@@ -261,7 +260,7 @@ pub(super) async fn connect(shared: &Shared) -> Result<Connection> {
                 }),
             });
         }
-        let delay = backoff(t.backoff_base, t.backoff_max, attempt);
+        let delay = t.backoff.delay(attempt);
         warn!(
             addr = %shared.addr,
             attempt,
@@ -277,12 +276,6 @@ pub(super) async fn connect(shared: &Shared) -> Result<Connection> {
 
 /// `base * 2^(attempt-1)` capped at `max`, drawn uniformly in `[d/2, d]` so that many workers
 /// refused together do not come back together.
-pub(super) fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(20));
-    let d = exp.min(max);
-    let half = d / 2;
-    half + rand::rng().random_range(Duration::ZERO..=half)
-}
 
 async fn connect_once(shared: &Shared) -> std::result::Result<Connection, AttemptError> {
     let cfg = &shared.config;

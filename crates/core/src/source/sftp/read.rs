@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::source::SourceStat;
 use crate::types::ByteRange;
 
-use super::connect::{Connection, Shared, backoff, connect, is_eof, stat_of};
+use super::connect::{Connection, Shared, connect, is_eof, stat_of};
 
 /// A file opened on one connection.
 #[derive(Debug)]
@@ -250,7 +250,7 @@ impl RangeReader {
                 last: failure,
             }));
         }
-        let delay = backoff(t.backoff_base, t.backoff_max, self.reconnects);
+        let delay = t.backoff.delay(self.reconnects);
         warn!(
             addr = %self.target.shared.addr,
             path = %self.target.path,

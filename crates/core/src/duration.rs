@@ -1,0 +1,172 @@
+//! The one model of how long a job takes: per-worker throughput, capped by the source server's
+//! bandwidth shared among the tasks running, `concurrency` tasks at once, started at most one
+//! per `start_interval`. The master sizes tasks to the invoker's time limit with it
+//! ([`DurationModel::cap_tasks`]), the Lambda master checks that a job fits its own timeout
+//! with it, and `gzship estimate` reports its schedule.
+
+use std::time::Duration;
+
+use crate::plan::{Plan, Tuning};
+
+/// Seconds a task spends before its first byte: a Lambda cold start, the SSH handshake, a stat.
+pub const TASK_OVERHEAD: Duration = Duration::from_millis(1500);
+
+/// Seconds the master spends outside tasks: stat, CreateMultipartUpload, Complete.
+pub const MASTER_OVERHEAD: Duration = Duration::from_secs(2);
+
+/// Share of a time limit a task is planned to use: a quarter stays spare for slower data
+/// (a worse ratio, a slower core) than the assumed throughput.
+pub const TIME_LIMIT_SHARE: f64 = 0.75;
+
+/// What a job's duration depends on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DurationModel {
+    /// Source bytes a second one worker reads, compresses and uploads on its own.
+    pub worker_bytes_per_s: f64,
+    /// What the source server and its network deliver in total, over all connections; `None`:
+    /// no cap.
+    pub source_bytes_per_s: Option<f64>,
+    /// Tasks running at once.
+    pub concurrency: usize,
+    /// Least time between two task starts.
+    pub start_interval: Duration,
+}
+
+/// When the tasks of a plan run, by the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Seconds from the job's start to its end, the master's own work included.
+    pub wall_secs: f64,
+    /// Seconds of all tasks added up (what workers are billed for).
+    pub busy_secs: f64,
+    /// Seconds of the longest task.
+    pub longest_secs: f64,
+    /// Bytes a second of one worker while the tasks run.
+    pub worker_bytes_per_s: f64,
+    /// Tasks running at once.
+    pub running: usize,
+}
+
+impl DurationModel {
+    /// Bytes a second of one worker while `running` tasks share the source.
+    pub fn rate(&self, running: usize) -> f64 {
+        let worker = self.worker_bytes_per_s;
+        match self.source_bytes_per_s {
+            Some(source) => worker.min(source / running.max(1) as f64),
+            None => worker,
+        }
+    }
+
+    /// The longest range one task can read within `limit` with `concurrency` tasks running,
+    /// keeping a quarter of the time spare.
+    pub fn bytes_within(&self, limit: Duration) -> u64 {
+        (limit.as_secs_f64() * TIME_LIMIT_SHARE * self.rate(self.concurrency)) as u64
+    }
+
+    /// Caps `tuning.max_task_size` so that every task fits `limit` (never below one block: a
+    /// task reads at least one).
+    pub fn cap_tasks(&self, tuning: &mut Tuning, limit: Duration) {
+        let cap = self.bytes_within(limit).max(tuning.block_size);
+        tuning.max_task_size = Some(tuning.max_task_size.unwrap_or(u64::MAX).min(cap));
+    }
+
+    /// Runs `plan`'s tasks in order, `concurrency` at a time and at most one start per
+    /// `start_interval`, each taking [`TASK_OVERHEAD`] plus its bytes at [`Self::rate`].
+    pub fn schedule(&self, plan: &Plan) -> Schedule {
+        let concurrency = self.concurrency.max(1);
+        let running = plan.tasks.len().clamp(1, concurrency);
+        let rate = self.rate(running);
+        let interval = self.start_interval.as_secs_f64();
+        let overhead = TASK_OVERHEAD.as_secs_f64();
+        let mut free = vec![0.0f64; running];
+        let (mut last_start, mut end, mut busy, mut longest) = (-interval, 0.0f64, 0.0, 0.0f64);
+        for task in &plan.tasks {
+            let (slot, at) = free
+                .iter()
+                .copied()
+                .enumerate()
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap_or((0, 0.0));
+            let start = at.max(last_start + interval);
+            let took = overhead + task.range.len() as f64 / rate;
+            free[slot] = start + took;
+            last_start = start;
+            end = end.max(start + took);
+            busy += took;
+            longest = longest.max(took);
+        }
+        Schedule {
+            wall_secs: end + MASTER_OVERHEAD.as_secs_f64(),
+            busy_secs: busy,
+            longest_secs: longest,
+            worker_bytes_per_s: rate,
+            running,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::plan;
+    use crate::types::GIB;
+
+    fn model(concurrency: usize, source: Option<f64>) -> DurationModel {
+        DurationModel {
+            worker_bytes_per_s: 100e6,
+            source_bytes_per_s: source,
+            concurrency,
+            start_interval: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn the_source_caps_what_workers_share() {
+        assert_eq!(model(8, None).rate(8), 100e6);
+        assert_eq!(model(8, Some(400e6)).rate(8), 50e6);
+        assert_eq!(model(8, Some(400e6)).rate(2), 100e6);
+        // 900 s, three quarters, 50 MB/s each.
+        assert_eq!(
+            model(8, Some(400e6)).bytes_within(Duration::from_secs(900)),
+            33_750_000_000
+        );
+    }
+
+    #[test]
+    fn tasks_run_in_rounds_and_starts_overlap_running_tasks() {
+        let plan = plan::plan(8 * GIB, &Tuning::default()).unwrap();
+        assert_eq!(plan.tasks.len(), 8);
+        let task = GIB as f64 / 100e6 + 1.5;
+        // Eight at once: the starts are staggered by 0.2 s, not added to every task.
+        let s = model(8, None).schedule(&plan);
+        assert!(
+            (s.wall_secs - (7.0 * 0.2 + task + 2.0)).abs() < 1e-6,
+            "{s:?}"
+        );
+        assert!((s.busy_secs - 8.0 * task).abs() < 1e-6);
+        // Four at once: two rounds, the second starting as the first ends.
+        let s = model(4, None).schedule(&plan);
+        assert!(
+            (s.wall_secs - (3.0 * 0.2 + 2.0 * task + 2.0)).abs() < 1e-6,
+            "{s:?}"
+        );
+        // A source of 200 MB/s shared by eight: 25 MB/s each.
+        let s = model(8, Some(200e6)).schedule(&plan);
+        assert_eq!(s.worker_bytes_per_s, 25e6);
+        assert!(s.longest_secs > GIB as f64 / 25e6);
+    }
+
+    #[test]
+    fn tasks_are_capped_to_the_time_limit_but_keep_a_block() {
+        let mut tuning = Tuning::default();
+        model(8, None).cap_tasks(&mut tuning, Duration::from_secs(10));
+        assert_eq!(tuning.max_task_size, Some(750_000_000));
+        let slow = DurationModel {
+            worker_bytes_per_s: 1.0,
+            ..model(8, None)
+        };
+        slow.cap_tasks(&mut tuning, Duration::from_secs(1));
+        assert_eq!(tuning.max_task_size, Some(tuning.block_size));
+    }
+}
