@@ -12,6 +12,7 @@ use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
 
 pub mod body;
 pub mod local;
+pub mod rules;
 pub mod s3;
 
 pub use body::PartBody;
