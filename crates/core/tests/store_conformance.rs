@@ -18,7 +18,7 @@ use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store};
 use gzship_core::store::{MultipartStore, ObjectMeta, ObjectStore, UploadedPart};
 use gzship_core::types::{MIB, MIN_PART_SIZE};
-use gzship_core::{Error, ObjectUrl, PartNumber, PartWindow, UploadId};
+use gzship_core::{ETag, Error, ObjectUrl, PartNumber, PartWindow, UploadId};
 use gzship_testkit::s3::S3Server;
 
 const BUCKET: &str = "conformance";
@@ -36,6 +36,8 @@ struct Behaviour {
     lists_part_checksums: bool,
     /// Complete refuses descending part numbers with `InvalidPartOrder` (moto accepts them).
     checks_part_order: bool,
+    /// Complete refuses a part named with a CRC32C that is not the part's (`InvalidPart`).
+    checks_complete_checksums: bool,
     /// An upload id used with another key is `NoSuchUpload` (moto ignores the key).
     binds_upload_to_key: bool,
     /// UploadPart and Complete of an aborted upload are `NoSuchUpload` (moto answers 500 with an
@@ -46,6 +48,7 @@ struct Behaviour {
 const S3: Behaviour = Behaviour {
     lists_part_checksums: true,
     checks_part_order: true,
+    checks_complete_checksums: true,
     binds_upload_to_key: true,
     aborted_upload_is_no_such_upload: true,
 };
@@ -53,6 +56,7 @@ const S3: Behaviour = Behaviour {
 const MOTO: Behaviour = Behaviour {
     lists_part_checksums: false,
     checks_part_order: false,
+    checks_complete_checksums: false,
     binds_upload_to_key: false,
     aborted_upload_is_no_such_upload: false,
 };
@@ -305,6 +309,89 @@ async fn parts_out_of_order_refused(store: &impl Store, dest: &ObjectUrl, q: Beh
     store.abort_upload(dest, &id).await.unwrap();
 }
 
+/// A part named twice is refused: part numbers must strictly ascend.
+async fn repeated_part_refused(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
+    if !q.checks_part_order {
+        return;
+    }
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let p1 = upload(store, dest, &id, 1, &body(47, MIN_PART_SIZE as usize)).await;
+    let p2 = upload(store, dest, &id, 2, &body(48, 100)).await;
+    let err = store
+        .complete_upload(dest, &id, &[p1.clone(), p1, p2])
+        .await
+        .expect_err("a repeated part must be refused");
+    assert_eq!(err.s3_code(), Some("InvalidPartOrder"), "{}", chain(&err));
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// A part that was never uploaded, or named with an ETag that is not its own, is
+/// `InvalidPart`, not retryable, and leaves nothing at the key; the upload still completes
+/// with the right parts after.
+async fn unknown_part_or_etag_is_invalid_part(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let (a, b) = (body(55, MIN_PART_SIZE as usize), body(56, 100));
+    let p1 = upload(store, dest, &id, 1, &a).await;
+    let p2 = upload(store, dest, &id, 2, &b).await;
+
+    let mut unknown = p2.clone();
+    unknown.number = part(3);
+    let mut wrong_etag = p2.clone();
+    wrong_etag.etag = ETag::new("\"0123456789abcdef0123456789abcdef\"").unwrap();
+    for bad in [unknown, wrong_etag] {
+        let err = store
+            .complete_upload(dest, &id, &[p1.clone(), bad.clone()])
+            .await
+            .expect_err("a part that is not the uploaded one must be refused");
+        assert_eq!(
+            err.s3_code(),
+            Some("InvalidPart"),
+            "{bad:?}: {}",
+            chain(&err)
+        );
+        assert!(!err.is_retryable(), "{err:?}");
+        assert_eq!(store.head_object(dest).await.unwrap(), None);
+    }
+
+    store.complete_upload(dest, &id, &[p1, p2]).await.unwrap();
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
+}
+
+/// A part named with a CRC32C that is not its own is `InvalidPart`.
+async fn wrong_crc32c_at_complete_is_invalid_part(
+    store: &impl Store,
+    dest: &ObjectUrl,
+    q: Behaviour,
+) {
+    if !q.checks_complete_checksums {
+        return;
+    }
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let mut p1 = upload(store, dest, &id, 1, &body(57, 100)).await;
+    p1.crc32c ^= 1;
+    let err = store
+        .complete_upload(dest, &id, &[p1])
+        .await
+        .expect_err("a wrong CRC32C must be refused");
+    assert_eq!(err.s3_code(), Some("InvalidPart"), "{}", chain(&err));
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// Complete with no part at all is refused (S3's schema wants one: `MalformedXML`).
+async fn no_parts_refused(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    upload(store, dest, &id, 1, &body(58, 100)).await;
+    let err = store
+        .complete_upload(dest, &id, &[])
+        .await
+        .expect_err("an empty part list must be refused");
+    assert_eq!(err.s3_code(), Some("MalformedXML"), "{}", chain(&err));
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
 /// Abort discards the parts: no open upload, nothing at the key, the upload id is gone.
 async fn abort_leaves_nothing(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
@@ -521,6 +608,10 @@ conformance!(
     complete_again_succeeds,
     entity_too_small,
     parts_out_of_order_refused,
+    repeated_part_refused,
+    unknown_part_or_etag_is_invalid_part,
+    wrong_crc32c_at_complete_is_invalid_part,
+    no_parts_refused,
     abort_leaves_nothing,
     list_parts_reports_sizes_and_crc32c,
     list_uploads_by_prefix,

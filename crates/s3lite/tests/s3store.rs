@@ -225,6 +225,23 @@ async fn bad_checksums_wrong_etags_and_order_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.s3_code(), Some("InvalidPart"), "{}", chain(&err));
+    // Named twice, never uploaded, with another CRC32C, or no part at all: gzship-core's rules,
+    // as the local store applies them, with S3's codes.
+    let mut unknown = p2.clone();
+    unknown.number = n(3);
+    let mut wrong_crc = p2.clone();
+    wrong_crc.crc32c ^= 1;
+    for (parts, code) in [
+        (vec![p1.clone(), p1.clone(), p2.clone()], "InvalidPartOrder"),
+        (vec![p1.clone(), unknown], "InvalidPart"),
+        (vec![p1.clone(), wrong_crc], "InvalidPart"),
+        (vec![], "MalformedXML"),
+    ] {
+        let err = store.complete_upload(&d, &id, &parts).await.unwrap_err();
+        assert_eq!(err.s3_code(), Some(code), "{parts:?}: {}", chain(&err));
+        assert!(!err.is_retryable(), "{}", chain(&err));
+    }
+    assert!(store.head_object(&d).await.unwrap().is_none());
     // Another key with this upload id: S3 binds ids to keys.
     let err = store.list_parts(&dest("other"), &id).await.unwrap_err();
     assert!(chain(&err).contains("NoSuchUpload"), "{}", chain(&err));
