@@ -108,56 +108,61 @@ impl Refusal {
     /// S3's reply to a Complete that its rules refuse: the code, S3's message for it and the
     /// fields S3 adds.
     fn of(r: &CompleteRefusal, upload: &Upload, requested: &[RequestedPart]) -> Refusal {
-        let message = match r.code() {
-            "MalformedXML" => {
+        let (message, extra) = match r {
+            CompleteRefusal::NoParts => (
                 "The XML you provided was not well-formed or did not validate against our \
                  published schema"
-            }
-            "InvalidPartOrder" => {
+                    .to_owned(),
+                Vec::new(),
+            ),
+            CompleteRefusal::OutOfOrder { .. } => (
                 "The list of parts was not in ascending order. The parts list must be specified \
                  in order by part number."
-            }
-            "EntityTooSmall" => {
-                "Your proposed upload is smaller than the minimum allowed object size."
-            }
-            _ => {
-                "One or more of the specified parts could not be found.  The part may not have \
-                 been uploaded, or the specified entity tag may not match the part's entity tag."
-            }
-        };
-        let part = r.part();
-        let given = requested.iter().find(|p| Some(p.number) == part);
-        let extra = match (r, part) {
-            (CompleteRefusal::TooSmall { size, .. }, Some(n)) => vec![
-                ("ProposedSize", size.to_string()),
-                ("MinSizeAllowed", MIN_PART_SIZE.to_string()),
-                ("PartNumber", n.to_string()),
+                    .to_owned(),
+                Vec::new(),
+            ),
+            CompleteRefusal::NotUploaded { part }
+            | CompleteRefusal::WrongETag { part, .. }
+            | CompleteRefusal::WrongCrc32c { part, .. } => {
+                let given = requested.iter().find(|p| p.number == *part);
                 (
-                    "ETag",
-                    upload
-                        .parts
-                        .get(&n.get())
-                        .map(|p| p.etag.as_str().trim_matches('"').to_owned())
-                        .unwrap_or_default(),
-                ),
-            ],
-            _ if r.code() == "InvalidPart" => vec![
-                ("UploadId", String::new()),
+                    "One or more of the specified parts could not be found.  The part may not \
+                     have been uploaded, or the specified entity tag may not match the part's \
+                     entity tag."
+                        .to_owned(),
+                    vec![
+                        ("UploadId", String::new()),
+                        ("PartNumber", part.to_string()),
+                        (
+                            "ETag",
+                            given.map(|p| p.etag.to_string()).unwrap_or_default(),
+                        ),
+                    ],
+                )
+            }
+            CompleteRefusal::TooSmall { part, size } => {
+                let etag = upload.parts.get(&part.get()).map(|p| p.etag.as_str());
                 (
-                    "PartNumber",
-                    part.map(|n| n.to_string()).unwrap_or_default(),
-                ),
-                (
-                    "ETag",
-                    given.map(|p| p.etag.to_string()).unwrap_or_default(),
-                ),
-            ],
-            _ => Vec::new(),
+                    "Your proposed upload is smaller than the minimum allowed object size."
+                        .to_owned(),
+                    vec![
+                        ("ProposedSize", size.to_string()),
+                        ("MinSizeAllowed", MIN_PART_SIZE.to_string()),
+                        ("PartNumber", part.to_string()),
+                        (
+                            "ETag",
+                            etag.unwrap_or_default().trim_matches('"').to_owned(),
+                        ),
+                    ],
+                )
+            }
+            // A rule gzship-core adds later: its own words, S3's code.
+            _ => (r.to_string(), Vec::new()),
         };
         Refusal {
             status: 400,
             code: r.code(),
-            message: message.into(),
+            message,
             extra,
         }
     }

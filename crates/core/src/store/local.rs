@@ -396,7 +396,7 @@ impl MultipartStore for LocalStore {
         // S3's rules first on what is known without reading the parts (which exist, their order
         // and sizes), taking each part's ETag and CRC32C to be the ones named, so that a bad list
         // fails before any data is copied.
-        let mut stated = BTreeMap::new();
+        let mut on_disk = BTreeMap::new();
         for p in parts {
             let path = dir.join(part_name(p.number));
             match fs::metadata(&path).await {
@@ -407,13 +407,13 @@ impl MultipartStore for LocalStore {
                         size: m.len(),
                         crc32c: None,
                     };
-                    stated.insert(p.number, part);
+                    on_disk.insert(p.number, part);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("stat part file", &path, e)),
             }
         }
-        check_complete(&requested, |n| stated.get(&n).cloned())
+        check_complete(&requested, |n| on_disk.get(&n).cloned())
             .map_err(|r| refused(OP, dest, r))?;
 
         // Then assemble into a temporary file beside the parts, hashing each part as it is
