@@ -5,7 +5,7 @@ use gzship_core::source::ByteStream;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store, load_sdk_config};
 use gzship_core::store::{
-    ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart,
+    ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
 };
 use gzship_core::{ObjectUrl, PartNumber, UploadId};
 
@@ -67,12 +67,14 @@ impl MultipartStore for AnyStore {
         dispatch!(self, s => s.abort_upload(dest, upload_id).await)
     }
 
-    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
-        dispatch!(self, s => s.list_uploads(bucket, prefix).await)
-    }
-
     async fn list_parts(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<Vec<ListedPart>> {
         dispatch!(self, s => s.list_parts(dest, upload_id).await)
+    }
+}
+
+impl ObjectStore for AnyStore {
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
+        dispatch!(self, s => s.list_uploads(bucket, prefix).await)
     }
 
     async fn get_object(&self, dest: &ObjectUrl) -> Result<ByteStream> {

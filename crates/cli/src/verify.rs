@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use gzship_core::source::{ByteStream, Source};
-use gzship_core::store::MultipartStore;
+use gzship_core::store::ObjectStore;
 use gzship_core::{ByteRange, ObjectUrl, SourceUrl};
 
 /// What both sides hashed to.
@@ -87,7 +87,7 @@ impl Write for Hasher {
 }
 
 /// Reads the source and the object concurrently and compares them.
-pub async fn verify<S: Source, M: MultipartStore>(
+pub async fn verify<S: Source, M: ObjectStore>(
     source: &S,
     source_url: &SourceUrl,
     store: &M,

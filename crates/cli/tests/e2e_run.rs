@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use gzship_core::ObjectUrl;
-use gzship_core::store::MultipartStore;
+use gzship_core::store::{MultipartStore, ObjectStore};
 use gzship_core::types::MIB;
 use gzship_testkit::data::{DataKind, generate, sha256, sha256_file, write_file};
 use gzship_testkit::decode::assert_decodes;

@@ -139,9 +139,12 @@ pub enum Error {
         bucket: String,
         /// Key.
         key: String,
+        /// S3's error code (`NoSuchUpload`, `EntityTooSmall`, ...), when the store answered with
+        /// one; `None` for a failure to reach it or to read its reply.
+        code: Option<String>,
         /// Whether retrying the same request can help.
         retryable: bool,
-        /// The SDK error, with its code.
+        /// The cause: the SDK error, or the local store's refusal.
         #[source]
         source: BoxError,
     },
@@ -261,6 +264,16 @@ impl Error {
             op,
             path: path.display().to_string(),
             source,
+        }
+    }
+
+    /// S3's error code of a failed S3 operation (also inside a failed [`Error::Task`]), when
+    /// the store answered with one: classify by this, never by message text.
+    pub fn s3_code(&self) -> Option<&str> {
+        match self {
+            Error::S3 { code, .. } => code.as_deref(),
+            Error::Task { source, .. } => source.s3_code(),
+            _ => None,
         }
     }
 

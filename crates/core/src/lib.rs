@@ -10,7 +10,9 @@
 //! - [`assemble`]: the part assembler: a task's ordered members in, legal parts out.
 //! - [`wire`]: the JSON messages: job request, task, task report, job report.
 //! - [`source`]: the [`Source`](source::Source) trait and its SFTP adapter.
-//! - [`store`]: the [`MultipartStore`](store::MultipartStore) trait, S3 and local adapters.
+//! - [`store`]: the [`MultipartStore`](store::MultipartStore) contract and the
+//!   [`ObjectStore`](store::ObjectStore) reads around it, S3 and local adapters, and S3's
+//!   completion rules ([`store::rules`]).
 //! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
 //! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait and the in-process invoker.
 //! - `invoke_lambda` (feature `lambda`): the AWS Lambda invoker and the worker error types that

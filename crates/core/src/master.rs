@@ -17,7 +17,7 @@ use crate::gzip;
 use crate::invoke::Invoker;
 use crate::plan::{self, Plan};
 use crate::source::{Source, SourceStat};
-use crate::store::{MultipartStore, ObjectMeta, UploadedPart};
+use crate::store::{MultipartStore, ObjectMeta, ObjectStore, UploadedPart};
 use crate::types::{MAX_PART_SIZE, MIN_PART_SIZE, UploadId};
 use crate::wire::{JobReport, JobRequest, Task, TaskReport};
 use crate::worker::Progress;
@@ -108,7 +108,7 @@ pub async fn run<S, M, I>(
 ) -> Result<JobReport>
 where
     S: Source,
-    M: MultipartStore,
+    M: MultipartStore + ObjectStore,
     I: Invoker,
 {
     let started = Instant::now();
@@ -424,7 +424,7 @@ fn check_reports(plan: &Plan, reports: &[TaskReport]) -> Result<Vec<UploadedPart
 /// Aborts the upload after `cause`; returns the cause (with the abort's failure logged, since
 /// the cause is what the user must see). An upload already aborted (by `run_tasks`) answers
 /// `NoSuchUpload`: whether it is really gone is checked by listing, not by reading the error.
-async fn abort<M: MultipartStore>(
+async fn abort<M: MultipartStore + ObjectStore>(
     store: &M,
     request: &JobRequest,
     upload_id: &UploadId,

@@ -16,7 +16,7 @@ use gzship_core::invoke::{Invoker, LocalInvoker};
 use gzship_core::master::{self, MasterConfig};
 use gzship_core::plan::Tuning;
 use gzship_core::source::{ByteStream, Source, SourceStat};
-use gzship_core::store::MultipartStore;
+use gzship_core::store::ObjectStore;
 use gzship_core::store::local::LocalStore;
 use gzship_core::types::{KIB, MIB};
 use gzship_core::wire::{JobReport, JobRequest, Task, TaskReport};

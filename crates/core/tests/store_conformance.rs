@@ -1,6 +1,6 @@
-//! One conformance suite for every [`MultipartStore`]: each check is an async fn over
-//! `&impl MultipartStore` and a fresh destination, run against moto's real S3 server through
-//! [`S3Store`] and against [`LocalStore`] in a temporary directory.
+//! One conformance suite for every [`MultipartStore`] (with its [`ObjectStore`]): each check is
+//! an async fn over `&impl Store` and a fresh destination, run against moto's real S3 server
+//! through [`S3Store`] and against [`LocalStore`] in a temporary directory.
 //!
 //! Every moto test starts its own server; every local test has its own directory.
 
@@ -16,12 +16,17 @@ use gzship_core::error::chain;
 use gzship_core::store::body::Content;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store};
-use gzship_core::store::{MultipartStore, ObjectMeta, UploadedPart};
+use gzship_core::store::{MultipartStore, ObjectMeta, ObjectStore, UploadedPart};
 use gzship_core::types::{MIB, MIN_PART_SIZE};
-use gzship_core::{Error, ObjectUrl, PartNumber, PartWindow, UploadId};
+use gzship_core::{ETag, Error, ObjectUrl, PartNumber, PartWindow, UploadId};
 use gzship_testkit::s3::S3Server;
 
 const BUCKET: &str = "conformance";
+
+/// What the suite needs of a backend: the multipart contract and the reads around it.
+trait Store: MultipartStore + ObjectStore {}
+
+impl<T: MultipartStore + ObjectStore> Store for T {}
 
 /// S3 behaviours a backend may lack; the suite checks each one where the backend has it.
 /// `true` everywhere is S3 (and the local store); moto lacks some, listed in [`MOTO`].
@@ -31,6 +36,8 @@ struct Behaviour {
     lists_part_checksums: bool,
     /// Complete refuses descending part numbers with `InvalidPartOrder` (moto accepts them).
     checks_part_order: bool,
+    /// Complete refuses a part named with a CRC32C that is not the part's (`InvalidPart`).
+    checks_complete_checksums: bool,
     /// An upload id used with another key is `NoSuchUpload` (moto ignores the key).
     binds_upload_to_key: bool,
     /// UploadPart and Complete of an aborted upload are `NoSuchUpload` (moto answers 500 with an
@@ -41,6 +48,7 @@ struct Behaviour {
 const S3: Behaviour = Behaviour {
     lists_part_checksums: true,
     checks_part_order: true,
+    checks_complete_checksums: true,
     binds_upload_to_key: true,
     aborted_upload_is_no_such_upload: true,
 };
@@ -48,6 +56,7 @@ const S3: Behaviour = Behaviour {
 const MOTO: Behaviour = Behaviour {
     lists_part_checksums: false,
     checks_part_order: false,
+    checks_complete_checksums: false,
     binds_upload_to_key: false,
     aborted_upload_is_no_such_upload: false,
 };
@@ -81,7 +90,7 @@ fn meta() -> ObjectMeta {
     }
 }
 
-async fn read_all(store: &impl MultipartStore, dest: &ObjectUrl) -> Vec<u8> {
+async fn read_all(store: &impl ObjectStore, dest: &ObjectUrl) -> Vec<u8> {
     let mut stream = store.get_object(dest).await.unwrap();
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -107,7 +116,7 @@ async fn upload(
         .unwrap_or_else(|e| panic!("upload part {n}: {}", chain(&e)))
 }
 
-async fn no_open_upload(store: &impl MultipartStore, dest: &ObjectUrl, id: &UploadId) {
+async fn no_open_upload(store: &impl ObjectStore, dest: &ObjectUrl, id: &UploadId) {
     let open = store.list_uploads(&dest.bucket, "").await.unwrap();
     assert!(
         open.iter().all(|u| &u.upload_id != id),
@@ -120,7 +129,7 @@ async fn no_open_upload(store: &impl MultipartStore, dest: &ObjectUrl, id: &Uplo
 
 /// Create, upload, complete; the object has the bytes, the size, the content type and the
 /// metadata, and the upload is no longer open.
-async fn round_trip(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn round_trip(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     assert_eq!(store.head_object(dest).await.unwrap(), None);
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let open = store.list_uploads(&dest.bucket, "").await.unwrap();
@@ -145,7 +154,7 @@ async fn round_trip(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour
 }
 
 /// Parts uploaded concurrently and in reverse order assemble in part-number order.
-async fn out_of_order_and_concurrent(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn out_of_order_and_concurrent(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let bodies = [
         body(10, MIN_PART_SIZE as usize),
@@ -165,7 +174,7 @@ async fn out_of_order_and_concurrent(store: &impl MultipartStore, dest: &ObjectU
 }
 
 /// Part numbers 1, 3, 7: gaps are allowed, as on S3 (each task has its own part window).
-async fn part_number_gaps(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn part_number_gaps(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let (a, b, c) = (
         body(20, MIN_PART_SIZE as usize),
@@ -183,7 +192,7 @@ async fn part_number_gaps(store: &impl MultipartStore, dest: &ObjectUrl, _q: Beh
 
 /// Uploading a part number again replaces the part (a retried task is idempotent), and the
 /// replaced part's ETag no longer completes the upload.
-async fn reupload_replaces_part(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+async fn reupload_replaces_part(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let (old, new) = (body(30, 2000), body(31, 3000));
     let p_old = upload(store, dest, &id, 1, &old).await;
@@ -208,7 +217,7 @@ async fn reupload_replaces_part(store: &impl MultipartStore, dest: &ObjectUrl, q
 
 /// Completing an upload again with the same parts succeeds (a retried Complete whose first
 /// attempt went through), and the object stays as it was.
-async fn complete_again_succeeds(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+async fn complete_again_succeeds(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let (a, b) = (body(35, MIN_PART_SIZE as usize), body(36, 100));
     let parts = vec![
@@ -245,35 +254,41 @@ async fn complete_again_succeeds(store: &impl MultipartStore, dest: &ObjectUrl, 
     assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
 }
 
+/// Completes with `parts`, which the store must refuse with S3's `code`, not retryable,
+/// leaving nothing at the key (and the upload open, as S3 does).
+async fn refused(
+    store: &impl Store,
+    dest: &ObjectUrl,
+    id: &UploadId,
+    parts: &[UploadedPart],
+    code: &str,
+) -> Error {
+    let err = store
+        .complete_upload(dest, id, parts)
+        .await
+        .expect_err(&format!("completing with {parts:?} must fail with {code}"));
+    assert_eq!(err.s3_code(), Some(code), "{parts:?}: {}", chain(&err));
+    assert!(!err.is_retryable(), "{err:?}");
+    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    err
+}
+
 /// A non-last part under 5 MiB fails Complete with `EntityTooSmall`, not retryable, nothing at
 /// the key; the upload stays open for the caller to abort.
-async fn entity_too_small(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn entity_too_small(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let parts = vec![
         upload(store, dest, &id, 1, &body(40, MIN_PART_SIZE as usize - 1)).await,
         upload(store, dest, &id, 2, &body(41, 100)).await,
     ];
-    let err = store
-        .complete_upload(dest, &id, &parts)
-        .await
-        .expect_err("a 5 MiB - 1 byte first part must be refused");
+    let err = refused(store, dest, &id, &parts, "EntityTooSmall").await;
     let text = chain(&err);
     assert!(text.contains("EntityTooSmall"), "{text}");
     assert!(
         text.starts_with(&format!("complete multipart upload of {dest}")),
         "{text}"
     );
-    assert!(
-        matches!(
-            err,
-            Error::S3 {
-                retryable: false,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    assert!(matches!(err, Error::S3 { .. }), "{err:?}");
 
     // S3 keeps the upload open after a failed Complete: the caller aborts.
     let open = store.list_uploads(&dest.bucket, "").await.unwrap();
@@ -282,25 +297,67 @@ async fn entity_too_small(store: &impl MultipartStore, dest: &ObjectUrl, _q: Beh
     no_open_upload(store, dest, &id).await;
 }
 
-/// Parts out of order at Complete are refused.
-async fn parts_out_of_order_refused(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+/// Parts out of order at Complete, descending or named twice, are refused: part numbers must
+/// strictly ascend.
+async fn parts_out_of_order_refused(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     if !q.checks_part_order {
         return;
     }
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let p1 = upload(store, dest, &id, 1, &body(45, MIN_PART_SIZE as usize)).await;
     let p2 = upload(store, dest, &id, 2, &body(46, MIN_PART_SIZE as usize)).await;
-    let err = store
-        .complete_upload(dest, &id, &[p2, p1])
-        .await
-        .expect_err("descending parts must be refused");
-    assert!(chain(&err).contains("InvalidPartOrder"), "{}", chain(&err));
-    assert_eq!(store.head_object(dest).await.unwrap(), None);
+    let descending = [p2.clone(), p1.clone()];
+    refused(store, dest, &id, &descending, "InvalidPartOrder").await;
+    let repeated = [p1.clone(), p1, p2];
+    refused(store, dest, &id, &repeated, "InvalidPartOrder").await;
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// A part that was never uploaded, or named with an ETag that is not its own, is
+/// `InvalidPart`; the upload still completes with the right parts after.
+async fn unknown_part_or_etag_is_invalid_part(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let (a, b) = (body(55, MIN_PART_SIZE as usize), body(56, 100));
+    let p1 = upload(store, dest, &id, 1, &a).await;
+    let p2 = upload(store, dest, &id, 2, &b).await;
+
+    let mut unknown = p2.clone();
+    unknown.number = part(3);
+    refused(store, dest, &id, &[p1.clone(), unknown], "InvalidPart").await;
+    let mut wrong_etag = p2.clone();
+    wrong_etag.etag = ETag::new("\"0123456789abcdef0123456789abcdef\"").unwrap();
+    refused(store, dest, &id, &[p1.clone(), wrong_etag], "InvalidPart").await;
+
+    store.complete_upload(dest, &id, &[p1, p2]).await.unwrap();
+    assert_eq!(read_all(store, dest).await, concat(&[&a, &b]));
+}
+
+/// A part named with a CRC32C that is not its own is `InvalidPart`.
+async fn wrong_crc32c_at_complete_is_invalid_part(
+    store: &impl Store,
+    dest: &ObjectUrl,
+    q: Behaviour,
+) {
+    if !q.checks_complete_checksums {
+        return;
+    }
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    let mut p1 = upload(store, dest, &id, 1, &body(57, 100)).await;
+    p1.crc32c ^= 1;
+    refused(store, dest, &id, &[p1], "InvalidPart").await;
+    store.abort_upload(dest, &id).await.unwrap();
+}
+
+/// Complete with no part at all is refused (S3's schema wants one: `MalformedXML`).
+async fn no_parts_refused(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+    let id = store.create_upload(dest, &meta()).await.unwrap();
+    upload(store, dest, &id, 1, &body(58, 100)).await;
+    refused(store, dest, &id, &[], "MalformedXML").await;
     store.abort_upload(dest, &id).await.unwrap();
 }
 
 /// Abort discards the parts: no open upload, nothing at the key, the upload id is gone.
-async fn abort_leaves_nothing(store: &impl MultipartStore, dest: &ObjectUrl, q: Behaviour) {
+async fn abort_leaves_nothing(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     upload(store, dest, &id, 1, &body(50, 1000)).await;
     store.abort_upload(dest, &id).await.unwrap();
@@ -324,11 +381,7 @@ async fn abort_leaves_nothing(store: &impl MultipartStore, dest: &ObjectUrl, q: 
 }
 
 /// ListParts reports each part's number, size, ETag and CRC32C, in part-number order.
-async fn list_parts_reports_sizes_and_crc32c(
-    store: &impl MultipartStore,
-    dest: &ObjectUrl,
-    q: Behaviour,
-) {
+async fn list_parts_reports_sizes_and_crc32c(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     assert_eq!(store.list_parts(dest, &id).await.unwrap(), vec![]);
     let (a, b) = (body(60, 777), body(61, MIB as usize));
@@ -349,7 +402,7 @@ async fn list_parts_reports_sizes_and_crc32c(
 }
 
 /// ListMultipartUploads filters by key prefix and lists several uploads of one key.
-async fn list_uploads_by_prefix(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn list_uploads_by_prefix(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     let at = |key: &str| ObjectUrl {
         bucket: dest.bucket.clone(),
         key: format!("{}/{key}", dest.key),
@@ -376,11 +429,7 @@ async fn list_uploads_by_prefix(store: &impl MultipartStore, dest: &ObjectUrl, _
 }
 
 /// An upload id is bound to its key: using it for another key is `NoSuchUpload`.
-async fn upload_id_is_bound_to_its_key(
-    store: &impl MultipartStore,
-    dest: &ObjectUrl,
-    q: Behaviour,
-) {
+async fn upload_id_is_bound_to_its_key(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
     if !q.binds_upload_to_key {
         return;
     }
@@ -398,7 +447,7 @@ async fn upload_id_is_bound_to_its_key(
 }
 
 /// Tags can be set on a completed object and read back; a new object replaces them.
-async fn tags_round_trip(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn tags_round_trip(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let p = upload(store, dest, &id, 1, &body(70, 100)).await;
     store.complete_upload(dest, &id, &[p]).await.unwrap();
@@ -422,7 +471,7 @@ async fn tags_round_trip(store: &impl MultipartStore, dest: &ObjectUrl, _q: Beha
 
 /// The object streams back in more than one chunk and with the same bytes (no whole-object
 /// buffering is visible to the caller, and chunk boundaries do not lose bytes).
-async fn get_object_streams(store: &impl MultipartStore, dest: &ObjectUrl, _q: Behaviour) {
+async fn get_object_streams(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let a = body(80, 3 * MIB as usize);
     let p = upload(store, dest, &id, 1, &a).await;
@@ -441,7 +490,7 @@ async fn get_object_streams(store: &impl MultipartStore, dest: &ObjectUrl, _q: B
 /// A part spooled to a file (as a worker spools parts too big for its memory) uploads from
 /// the file with the same size, CRC32C and bytes as from memory, and the file is gone after.
 async fn spooled_parts_upload_from_their_files(
-    store: &impl MultipartStore,
+    store: &impl Store,
     dest: &ObjectUrl,
     _q: Behaviour,
 ) {
@@ -523,6 +572,9 @@ conformance!(
     complete_again_succeeds,
     entity_too_small,
     parts_out_of_order_refused,
+    unknown_part_or_etag_is_invalid_part,
+    wrong_crc32c_at_complete_is_invalid_part,
+    no_parts_refused,
     abort_leaves_nothing,
     list_parts_reports_sizes_and_crc32c,
     list_uploads_by_prefix,

@@ -14,7 +14,7 @@ use gzship_core::invoke::Invoker;
 use gzship_core::master::{self, CancellationToken, MasterConfig};
 use gzship_core::plan::{self, Tuning};
 use gzship_core::source::{ByteStream, Source, SourceStat};
-use gzship_core::store::MultipartStore;
+use gzship_core::store::{MultipartStore, ObjectStore};
 use gzship_core::wire::{JobReport, JobRequest};
 use gzship_core::{ByteRange, Error, ObjectUrl, Result};
 use serde::Serialize;
@@ -85,7 +85,7 @@ pub fn cancel_delay(deadline_ms: u64, now: SystemTime, margin: Duration) -> Opti
 
 /// Handles one master event. `request_id` names the job in logs; `now` is the time used when
 /// the event carries none.
-pub async fn handle_event<M: MultipartStore, I: Invoker>(
+pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
     event: Value,
     request_id: &str,
     now: SystemTime,
@@ -129,7 +129,7 @@ pub async fn handle_event<M: MultipartStore, I: Invoker>(
 
 /// Runs one job: checks the policy, stats the source once, refuses a job that cannot finish
 /// inside the master's timeout, then runs [`master::run`].
-pub async fn run_job<M: MultipartStore, I: Invoker>(
+pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     job: &JobRequest,
     kind: EventKind,
     request_id: &str,

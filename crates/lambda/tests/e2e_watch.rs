@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_lambda::error::SdkError;
 use aws_sdk_lambda::primitives::Blob;
 use gzship_core::ObjectUrl;
-use gzship_core::store::MultipartStore;
+use gzship_core::store::ObjectStore;
 use gzship_core::types::MIB;
 use gzship_core::wire::JobReport;
 use gzship_testkit::data::{DataKind, sha256_file, write_file};

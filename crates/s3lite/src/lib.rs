@@ -11,10 +11,14 @@
 //! - CreateMultipartUpload (content type, `x-amz-meta-*`, `x-amz-checksum-algorithm`);
 //! - UploadPart: the body is read at full speed; the ETag is a CRC32C-based tag (cheap) or the
 //!   MD5 (as S3, [`EtagKind::Md5`]); `x-amz-checksum-crc32c` is checked when sent (`BadDigest`);
-//!   part numbers 1..=10,000 and parts of at most 5 GiB, gaps allowed;
-//! - CompleteMultipartUpload: parts ascending (`InvalidPartOrder`), known with matching ETags
-//!   (`InvalidPart`), every part but the last at least 5 MiB (`EntityTooSmall`, with S3's
-//!   XML error); the object gets S3's composite CRC32C (`<crc>-<parts>`);
+//!   part numbers 1..=10,000 and parts of at most 5 GiB (gzship-core's
+//!   [`MAX_PARTS`](gzship_core::types::MAX_PARTS) and
+//!   [`MAX_PART_SIZE`](gzship_core::types::MAX_PART_SIZE)), gaps allowed;
+//! - CompleteMultipartUpload, refused by S3's rules as gzship-core's
+//!   [`check_complete`](gzship_core::store::rules::check_complete) states them (the local store
+//!   calls it too): parts ascending (`InvalidPartOrder`), known with matching ETags
+//!   (`InvalidPart`), every part but the last at least 5 MiB (`EntityTooSmall`, with S3's XML
+//!   error); the object gets S3's composite CRC32C (`<crc>-<parts>`);
 //! - AbortMultipartUpload, ListMultipartUploads, ListParts (with paging);
 //! - HeadObject (with `x-amz-checksum-mode: ENABLED`), GetObject and DeleteObject.
 //!
@@ -49,13 +53,6 @@ mod server;
 mod state;
 mod xml;
 
-/// S3's smallest part, except the last: 5 MiB.
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-/// S3's largest part: 5 GiB.
-pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
-/// S3's highest part number.
-pub const MAX_PART_NUMBER: u32 = 10_000;
-
 /// Where part and object bodies go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Storage {
@@ -83,7 +80,7 @@ pub enum EtagKind {
 }
 
 /// Server settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
     /// Where bodies go. Default: discarded.
     pub storage: Storage,
@@ -91,20 +88,6 @@ pub struct Config {
     pub etag: EtagKind,
     /// Buckets that exist from the start (CreateBucket makes more).
     pub buckets: Vec<String>,
-    /// Smallest size of a part that is not the last, checked at Complete. Default 5 MiB, as S3;
-    /// only tests of other limits should change it.
-    pub min_part_size: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            storage: Storage::Discard,
-            etag: EtagKind::Crc32c,
-            buckets: Vec::new(),
-            min_part_size: MIN_PART_SIZE,
-        }
-    }
 }
 
 /// Serves S3 on `listener` until `shutdown` resolves. Connections already open finish the

@@ -105,7 +105,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             EtagKind::Crc32c
         },
         buckets: args.buckets,
-        ..Config::default()
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

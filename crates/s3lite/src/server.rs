@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use gzship_core::types::{ETag, MAX_PART_SIZE, MAX_PARTS, PartNumber};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -22,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::state::{self, Body, Object, PartInfo, State, Upload};
 use crate::xml::{self, Doc};
-use crate::{Config, EtagKind, MAX_PART_NUMBER, MAX_PART_SIZE, Storage};
+use crate::{Config, EtagKind, Storage};
 
 type ResBody = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -384,14 +385,13 @@ async fn upload_part(shared: &Shared, mut req: Req) -> Reply {
     let number: u32 = req
         .q("partNumber")
         .and_then(|n| n.parse().ok())
-        .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
+        .and_then(|n| PartNumber::new(n).ok())
+        .map(PartNumber::get)
         .ok_or_else(|| {
             let mut e = S3Error::new(
                 400,
                 "InvalidArgument",
-                format!(
-                    "Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
-                ),
+                format!("Part number must be an integer between 1 and {MAX_PARTS}, inclusive"),
             );
             e.extra.push(("ArgumentName", "partNumber".into()));
             e
@@ -482,6 +482,8 @@ async fn upload_part(shared: &Shared, mut req: Req) -> Reply {
         Some(m) => format!("\"{}\"", hex::encode(m)),
         None => format!("\"{crc:08x}{size:016x}\""),
     };
+    // Never empty, so never refused.
+    let etag = ETag::new(etag).map_err(|e| S3Error::io(io::Error::other(e)))?;
     let replaced = {
         let mut state = shared.state();
         let upload = upload_of(&mut state, &req, &id)?;
@@ -503,7 +505,7 @@ async fn upload_part(shared: &Shared, mut req: Req) -> Reply {
     let mut r = Response::new(empty());
     r.headers_mut().insert(
         ETAG,
-        HeaderValue::from_str(&etag).map_err(|e| S3Error::io(io::Error::other(e)))?,
+        HeaderValue::from_str(etag.as_str()).map_err(|e| S3Error::io(io::Error::other(e)))?,
     );
     if let Some(sent) = &sent_crc {
         set_header(&mut r, "x-amz-checksum-crc32c", sent);
@@ -548,7 +550,7 @@ async fn complete(shared: &Shared, mut req: Req) -> Reply {
     let (upload, parts) = {
         let mut state = shared.state();
         let upload = upload_of(&mut state, &req, &id)?;
-        let parts = state::check_complete(upload, &requested, shared.config.min_part_size)?;
+        let parts = state::check_complete(upload, &requested)?;
         (upload.clone(), parts)
     };
     let size = parts.iter().map(|p| p.size).sum();
@@ -751,7 +753,7 @@ fn list_parts(shared: &Shared, req: &Req) -> Reply {
         doc.open("Part")
             .el("PartNumber", &n.to_string())
             .el("LastModified", &xml::iso8601(p.last_modified))
-            .el("ETag", &p.etag)
+            .el("ETag", p.etag.as_str())
             .el("Size", &p.size.to_string());
         if with_crc {
             doc.el("ChecksumCRC32C", &xml::crc32c_base64(p.crc32c));

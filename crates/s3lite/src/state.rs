@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use gzship_core::store::ListedPart;
+use gzship_core::store::rules::{self, CompleteRefusal, RequestedPart};
+use gzship_core::types::{ETag, MIN_PART_SIZE, PartNumber};
 
 /// Where a part's or object's bytes are.
 #[derive(Debug, Clone)]
@@ -22,7 +25,7 @@ pub enum Body {
 #[derive(Debug, Clone)]
 pub struct PartInfo {
     /// Quoted ETag, as sent in the UploadPart reply.
-    pub etag: String,
+    pub etag: ETag,
     pub size: u64,
     pub crc32c: u32,
     /// Binary MD5, when ETags are MD5s (for the object's MD5-of-MD5s ETag).
@@ -80,12 +83,16 @@ impl State {
     }
 }
 
-/// A part named in CompleteMultipartUpload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestedPart {
-    pub number: u32,
-    pub etag: String,
-    pub crc32c: Option<String>,
+impl PartInfo {
+    /// The part as S3's rules look at it.
+    fn listed(&self, number: PartNumber) -> ListedPart {
+        ListedPart {
+            number,
+            etag: self.etag.clone(),
+            size: self.size,
+            crc32c: Some(self.crc32c),
+        }
+    }
 }
 
 /// Why a Complete is refused: S3's error code, message and extra XML fields.
@@ -97,81 +104,85 @@ pub struct Refusal {
     pub extra: Vec<(&'static str, String)>,
 }
 
-fn unquote(s: &str) -> &str {
-    s.trim().trim_matches('"')
+impl Refusal {
+    /// S3's reply to a Complete that its rules refuse: the code, S3's message for it and the
+    /// fields S3 adds.
+    fn of(r: &CompleteRefusal, upload: &Upload, requested: &[RequestedPart]) -> Refusal {
+        let (message, extra) = match r {
+            CompleteRefusal::NoParts => (
+                "The XML you provided was not well-formed or did not validate against our \
+                 published schema"
+                    .to_owned(),
+                Vec::new(),
+            ),
+            CompleteRefusal::OutOfOrder { .. } => (
+                "The list of parts was not in ascending order. The parts list must be specified \
+                 in order by part number."
+                    .to_owned(),
+                Vec::new(),
+            ),
+            CompleteRefusal::NotUploaded { part }
+            | CompleteRefusal::WrongETag { part, .. }
+            | CompleteRefusal::WrongCrc32c { part, .. } => {
+                let given = requested.iter().find(|p| p.number == *part);
+                (
+                    "One or more of the specified parts could not be found.  The part may not \
+                     have been uploaded, or the specified entity tag may not match the part's \
+                     entity tag."
+                        .to_owned(),
+                    vec![
+                        ("UploadId", String::new()),
+                        ("PartNumber", part.to_string()),
+                        (
+                            "ETag",
+                            given.map(|p| p.etag.to_string()).unwrap_or_default(),
+                        ),
+                    ],
+                )
+            }
+            CompleteRefusal::TooSmall { part, size } => {
+                let etag = upload.parts.get(&part.get()).map(|p| p.etag.as_str());
+                (
+                    "Your proposed upload is smaller than the minimum allowed object size."
+                        .to_owned(),
+                    vec![
+                        ("ProposedSize", size.to_string()),
+                        ("MinSizeAllowed", MIN_PART_SIZE.to_string()),
+                        ("PartNumber", part.to_string()),
+                        (
+                            "ETag",
+                            etag.unwrap_or_default().trim_matches('"').to_owned(),
+                        ),
+                    ],
+                )
+            }
+            // A rule gzship-core adds later: its own words, S3's code.
+            _ => (r.to_string(), Vec::new()),
+        };
+        Refusal {
+            status: 400,
+            code: r.code(),
+            message,
+            extra,
+        }
+    }
 }
 
-/// Checks a Complete request against the upload as S3 does and returns the parts to join, in
-/// order.
+/// Checks a Complete request against the upload with S3's rules (gzship-core's
+/// [`check_complete`](rules::check_complete)) and returns the parts to join, in order.
 pub fn check_complete(
     upload: &Upload,
     requested: &[RequestedPart],
-    min_part_size: u64,
 ) -> Result<Vec<PartInfo>, Refusal> {
-    if requested.is_empty() {
-        return Err(Refusal {
-            status: 400,
-            code: "MalformedXML",
-            message: "The XML you provided was not well-formed or did not validate against our \
-                      published schema"
-                .into(),
-            extra: Vec::new(),
-        });
-    }
-    if requested.windows(2).any(|w| w[1].number <= w[0].number) {
-        return Err(Refusal {
-            status: 400,
-            code: "InvalidPartOrder",
-            message: "The list of parts was not in ascending order. The parts list must be \
-                      specified in order by part number."
-                .into(),
-            extra: Vec::new(),
-        });
-    }
-    let mut out = Vec::with_capacity(requested.len());
-    for (i, want) in requested.iter().enumerate() {
-        let invalid = || Refusal {
-            status: 400,
-            code: "InvalidPart",
-            message: "One or more of the specified parts could not be found.  The part may not \
-                      have been uploaded, or the specified entity tag may not match the part's \
-                      entity tag."
-                .into(),
-            extra: vec![
-                ("UploadId", String::new()),
-                ("PartNumber", want.number.to_string()),
-                ("ETag", want.etag.clone()),
-            ],
-        };
-        let Some(part) = upload.parts.get(&want.number) else {
-            return Err(invalid());
-        };
-        if unquote(&part.etag) != unquote(&want.etag) {
-            return Err(invalid());
-        }
-        if let Some(crc) = &want.crc32c
-            && crc.trim() != crate::xml::crc32c_base64(part.crc32c)
-        {
-            return Err(invalid());
-        }
-        let is_last = i + 1 == requested.len();
-        if !is_last && part.size < min_part_size {
-            return Err(Refusal {
-                status: 400,
-                code: "EntityTooSmall",
-                message: "Your proposed upload is smaller than the minimum allowed object size."
-                    .into(),
-                extra: vec![
-                    ("ProposedSize", part.size.to_string()),
-                    ("MinSizeAllowed", min_part_size.to_string()),
-                    ("PartNumber", want.number.to_string()),
-                    ("ETag", unquote(&part.etag).to_owned()),
-                ],
-            });
-        }
-        out.push(part.clone());
-    }
-    Ok(out)
+    rules::check_complete(requested, |n| {
+        upload.parts.get(&n.get()).map(|p| p.listed(n))
+    })
+    .map_err(|r| Refusal::of(&r, upload, requested))?;
+    // Every part named is there: the rules just looked each one up.
+    Ok(requested
+        .iter()
+        .filter_map(|want| upload.parts.get(&want.number.get()).cloned())
+        .collect())
 }
 
 /// The object's ETag: S3's MD5 of the parts' binary MD5s when ETags are MD5s, otherwise a
@@ -188,9 +199,9 @@ pub fn object_etag(parts: &[PartInfo]) -> String {
         }
         format!("\"{}-{n}\"", hex::encode(h.finalize()))
     } else {
-        let crc = parts
-            .iter()
-            .fold(0u32, |c, p| crc32c::crc32c_append(c, p.etag.as_bytes()));
+        let crc = parts.iter().fold(0u32, |c, p| {
+            crc32c::crc32c_append(c, p.etag.as_str().as_bytes())
+        });
         format!("\"{crc:08x}-{n}\"")
     }
 }
@@ -210,7 +221,7 @@ mod tests {
 
     fn part(size: u64, etag: &str) -> PartInfo {
         PartInfo {
-            etag: format!("\"{etag}\""),
+            etag: ETag::new(format!("\"{etag}\"")).unwrap(),
             size,
             crc32c: 7,
             md5: None,
@@ -238,39 +249,69 @@ mod tests {
         numbers
             .iter()
             .map(|&n| RequestedPart {
-                number: n,
-                etag: format!("\"e{n}\""),
-                crc32c: None,
+                number: PartNumber::new(n).unwrap(),
+                etag: ETag::new(format!("\"e{n}\"")).unwrap(),
+                crc32c: Some(7),
             })
             .collect()
     }
 
-    #[test]
-    fn gaps_allowed_last_part_may_be_short() {
-        let u = upload(&[(1, 5 << 20), (7, 6 << 20), (20, 10)]);
-        let parts = check_complete(&u, &req(&[1, 7, 20]), 5 << 20).unwrap();
-        assert_eq!(parts.len(), 3);
-    }
+    const MIN: u64 = MIN_PART_SIZE;
 
     #[test]
-    fn refusals_have_s3s_codes() {
-        let u = upload(&[(1, 5 << 20), (2, (5 << 20) - 1), (3, 10)]);
-        let code = |r: &[u32]| check_complete(&u, &req(r), 5 << 20).unwrap_err().code;
-        assert_eq!(code(&[1, 2, 3]), "EntityTooSmall");
-        assert_eq!(code(&[2, 1]), "InvalidPartOrder");
-        assert_eq!(code(&[1, 1]), "InvalidPartOrder");
-        assert_eq!(code(&[1, 4]), "InvalidPart");
-        assert_eq!(code(&[]), "MalformedXML");
-        let mut wrong = req(&[1]);
-        wrong[0].etag = "\"nope\"".into();
+    fn joins_the_named_parts_in_order() {
+        let u = upload(&[(1, MIN), (7, MIN + 1), (20, 10)]);
+        let sizes = |r: &[u32]| -> Vec<u64> {
+            check_complete(&u, &req(r))
+                .unwrap()
+                .iter()
+                .map(|p| p.size)
+                .collect()
+        };
+        assert_eq!(sizes(&[1, 7, 20]), [MIN, MIN + 1, 10]);
+        assert_eq!(sizes(&[7, 20]), [MIN + 1, 10]);
+    }
+
+    /// The rules are gzship-core's (tested there); here, each refusal is S3's reply.
+    #[test]
+    fn refusals_are_s3s_replies() {
+        let u = upload(&[(1, MIN), (2, MIN - 1), (3, 10)]);
+        let refuse = |r: &[RequestedPart]| check_complete(&u, r).unwrap_err();
+
+        let r = refuse(&req(&[1, 2, 3]));
+        assert_eq!((r.status, r.code), (400, "EntityTooSmall"));
         assert_eq!(
-            check_complete(&u, &wrong, 5 << 20).unwrap_err().code,
-            "InvalidPart"
+            r.extra,
+            [
+                ("ProposedSize", (MIN - 1).to_string()),
+                ("MinSizeAllowed", MIN.to_string()),
+                ("PartNumber", "2".to_owned()),
+                ("ETag", "e2".to_owned()),
+            ]
         );
-        // Quotes around the ETag do not matter.
-        let mut bare = req(&[1, 3]);
-        bare[0].etag = "e1".into();
-        assert!(check_complete(&u, &bare, 5 << 20).is_ok());
+
+        let mut wrong = req(&[1, 3]);
+        wrong[1].etag = ETag::new("\"nope\"").unwrap();
+        let r = refuse(&wrong);
+        assert_eq!((r.status, r.code), (400, "InvalidPart"));
+        assert!(r.message.starts_with("One or more of the specified parts"));
+        assert_eq!(
+            r.extra,
+            [
+                ("UploadId", String::new()),
+                ("PartNumber", "3".to_owned()),
+                ("ETag", "\"nope\"".to_owned()),
+            ]
+        );
+        assert_eq!(refuse(&req(&[1, 4])).code, "InvalidPart");
+
+        let r = refuse(&req(&[2, 1]));
+        assert_eq!(
+            (r.status, r.code, r.extra.len()),
+            (400, "InvalidPartOrder", 0)
+        );
+        let r = refuse(&[]);
+        assert_eq!((r.status, r.code, r.extra.len()), (400, "MalformedXML", 0));
     }
 
     #[test]

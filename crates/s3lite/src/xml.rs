@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::state::RequestedPart;
+use gzship_core::store::rules::RequestedPart;
+use gzship_core::types::{ETag, PartNumber};
 
 /// Namespace of every S3 reply.
 const NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -207,7 +208,8 @@ fn elements<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 /// Parses a CompleteMultipartUpload body into its parts, in the order given. `None` when it
-/// is not that document or a part lacks its number or ETag.
+/// is not that document, or a part lacks its number or ETag or has a number outside 1..=10,000
+/// or a checksum that is not a CRC32C in S3's form.
 pub fn parse_complete(body: &str) -> Option<Vec<RequestedPart>> {
     if !body.contains("<CompleteMultipartUpload") {
         return None;
@@ -216,10 +218,12 @@ pub fn parse_complete(body: &str) -> Option<Vec<RequestedPart>> {
         .into_iter()
         .map(|part| {
             let number = elements(part, "PartNumber").first()?.trim().parse().ok()?;
-            let etag = unescape(elements(part, "ETag").first()?.trim());
-            let crc32c = elements(part, "ChecksumCRC32C")
-                .first()
-                .map(|c| unescape(c.trim()));
+            let number = PartNumber::new(number).ok()?;
+            let etag = ETag::new(unescape(elements(part, "ETag").first()?.trim())).ok()?;
+            let crc32c = match elements(part, "ChecksumCRC32C").first() {
+                Some(c) => Some(parse_crc32c_base64(&unescape(c))?),
+                None => None,
+            };
             Some(RequestedPart {
                 number,
                 etag,
@@ -255,12 +259,21 @@ mod tests {
         let body = r#"<?xml version="1.0" encoding="UTF-8"?><CompleteMultipartUpload xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Part><ChecksumCRC32C>yZRlqg==</ChecksumCRC32C><ETag>&quot;abc&quot;</ETag><PartNumber>3</PartNumber></Part><Part><ETag>"d"</ETag><PartNumber>9</PartNumber></Part></CompleteMultipartUpload>"#;
         let parts = parse_complete(body).unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].number, 3);
-        assert_eq!(parts[0].etag, "\"abc\"");
-        assert_eq!(parts[0].crc32c.as_deref(), Some("yZRlqg=="));
-        assert_eq!(parts[1].number, 9);
+        assert_eq!(parts[0].number.get(), 3);
+        assert_eq!(parts[0].etag.as_str(), "\"abc\"");
+        assert_eq!(parts[0].crc32c, Some(crc32c::crc32c(b"hello world")));
+        assert_eq!(parts[1].number.get(), 9);
         assert!(parts[1].crc32c.is_none());
         assert!(parse_complete("<Other/>").is_none());
+        for bad in [
+            "<Part><ETag>x</ETag><PartNumber>0</PartNumber></Part>",
+            "<Part><ETag>x</ETag><PartNumber>10001</PartNumber></Part>",
+            "<Part><ETag></ETag><PartNumber>1</PartNumber></Part>",
+            "<Part><ETag>x</ETag><PartNumber>1</PartNumber><ChecksumCRC32C>AAAA</ChecksumCRC32C></Part>",
+        ] {
+            let body = format!("<CompleteMultipartUpload>{bad}</CompleteMultipartUpload>");
+            assert!(parse_complete(&body).is_none(), "{bad}");
+        }
         assert!(
             parse_complete(
                 "<CompleteMultipartUpload><Part><ETag>x</ETag></Part></CompleteMultipartUpload>"

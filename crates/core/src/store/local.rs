@@ -3,8 +3,9 @@
 //!
 //! It keeps S3's rules exactly as S3 does, so a job that completes here completes on S3: parts
 //! may arrive in any order and concurrently, re-uploading a part replaces it, part numbers may
-//! have gaps, and `complete_upload` refuses (with S3's error codes) parts out of order, unknown
-//! parts or ETags (`InvalidPartOrder`, `InvalidPart`) and a non-last part under 5 MiB
+//! have gaps, and `complete_upload` refuses what S3 refuses, with S3's error codes, by
+//! [`rules::check_complete`](super::rules::check_complete): parts out of order, unknown parts or
+//! ETags (`InvalidPartOrder`, `InvalidPart`) and a non-last part under 5 MiB
 //! (`EntityTooSmall`). Nothing partial ever appears at the key: the object is assembled in a
 //! temporary file and renamed onto the key.
 //!
@@ -40,10 +41,13 @@ use sha2::{Digest, Sha256};
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart};
-use crate::error::{Error, Result};
+use super::rules::{CompleteRefusal, RequestedPart, check_complete};
+use super::{
+    ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+};
+use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
-use crate::types::{ETag, MAX_PARTS, MIN_PART_SIZE, ObjectUrl, PartNumber, UploadId};
+use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
 
 /// The bucket name of a [`LocalStore::directory`] store.
 pub const LOCAL_BUCKET: &str = "local";
@@ -54,7 +58,9 @@ const MANIFEST: &str = "upload.json";
 /// Size of the reads that stream objects and hash parts.
 const CHUNK: usize = 256 * 1024;
 
-/// An error the local store reports the way S3 would, with S3's error code.
+/// Why the local store refused a request the way S3 would: the source of its [`Error::S3`],
+/// whose `code` is the same S3 error code. Completion refusals are a
+/// [`CompleteRefusal`] instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStoreError {
     /// S3's error code for the same failure (`EntityTooSmall`, `NoSuchUpload`, ...).
@@ -65,7 +71,7 @@ pub struct LocalStoreError {
 
 impl fmt::Display for LocalStoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
+        write!(f, "{} ({})", self.message, self.code)
     }
 }
 
@@ -79,7 +85,8 @@ enum Shape {
     Directory(PathBuf),
 }
 
-/// [`MultipartStore`] on a local directory; see the [module docs](self) for the layout.
+/// [`MultipartStore`] and [`ObjectStore`] on a local directory; see the [module docs](self) for
+/// the layout.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     shape: Shape,
@@ -377,73 +384,46 @@ impl MultipartStore for LocalStore {
             Ok(open) => open,
             // Completing again what already completed succeeds, as on S3 (a retried Complete):
             // the object at the key must be exactly these parts.
-            Err(e) if has_code(&e, "NoSuchUpload") && self.holds_parts(dest, parts).await? => {
+            Err(e)
+                if e.s3_code() == Some("NoSuchUpload") && self.holds_parts(dest, parts).await? =>
+            {
                 return Ok(());
             }
             Err(e) => return Err(e),
         };
-        let refuse = |code, message| Err(s3_like(OP, dest, code, message));
+        let requested: Vec<RequestedPart> = parts.iter().map(RequestedPart::from).collect();
 
-        // S3's checks, on sizes alone first, so a bad list fails before any data is copied.
-        if parts.is_empty() {
-            return refuse(
-                "InvalidRequest",
-                "you must specify at least one part".into(),
-            );
-        }
-        if parts.len() > MAX_PARTS as usize {
-            return refuse(
-                "InvalidRequest",
-                format!("{} parts; at most {MAX_PARTS} are allowed", parts.len()),
-            );
-        }
-        if let Some(w) = parts.windows(2).find(|w| w[0].number >= w[1].number) {
-            return refuse(
-                "InvalidPartOrder",
-                format!(
-                    "part {} follows part {}: part numbers must be strictly ascending",
-                    w[1].number, w[0].number
-                ),
-            );
-        }
-        let mut sizes = Vec::with_capacity(parts.len());
+        // S3's rules first on what is known without reading the parts (which exist, their order
+        // and sizes), taking each part's ETag and CRC32C to be the ones named, so that a bad list
+        // fails before any data is copied.
+        let mut on_disk = BTreeMap::new();
         for p in parts {
             let path = dir.join(part_name(p.number));
-            let size = match fs::metadata(&path).await {
-                Ok(m) => m.len(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return refuse(
-                        "InvalidPart",
-                        format!("part {} was not uploaded to upload {upload_id}", p.number),
-                    );
+            match fs::metadata(&path).await {
+                Ok(m) => {
+                    let part = ListedPart {
+                        number: p.number,
+                        etag: p.etag.clone(),
+                        size: m.len(),
+                        crc32c: None,
+                    };
+                    on_disk.insert(p.number, part);
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("stat part file", &path, e)),
-            };
-            sizes.push(size);
-        }
-        let last = parts.len() - 1;
-        for (i, (p, size)) in parts.iter().zip(&sizes).enumerate() {
-            if i < last && *size < MIN_PART_SIZE {
-                return refuse(
-                    "EntityTooSmall",
-                    format!(
-                        "part {} is {size} bytes; every part but the last must be at least \
-                         {MIN_PART_SIZE} bytes",
-                        p.number
-                    ),
-                );
             }
         }
+        check_complete(&requested, |n| on_disk.get(&n).cloned())
+            .map_err(|r| refused(OP, dest, r))?;
 
-        // Assemble into a temporary file beside the parts, checking each part's ETag and CRC32C
-        // as it is copied, then rename it onto the key.
+        // Then assemble into a temporary file beside the parts, hashing each part as it is
+        // copied, check the rules again with the ETags and CRC32Cs found (and the sizes, should
+        // a part have been replaced meanwhile), and rename the file onto the key.
         let tmp = dir.join(format!(".object-{}", random_suffix()));
-        let assembled = assemble(&dir, &tmp, parts).await;
-        let assembled = match assembled {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err((code, message))) => Err(s3_like(OP, dest, code, message)),
-            Err(e) => Err(e),
-        };
+        let assembled = assemble(&dir, &tmp, parts).await.and_then(|copied| {
+            check_complete(&requested, |n| copied.get(&n).cloned())
+                .map_err(|r| refused(OP, dest, r))
+        });
         if let Err(e) = assembled {
             let _ = fs::remove_file(&tmp).await;
             return Err(e);
@@ -489,48 +469,6 @@ impl MultipartStore for LocalStore {
         remove_upload_dir(&dir).await
     }
 
-    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
-        let where_ = ObjectUrl {
-            bucket: bucket.to_owned(),
-            key: prefix.to_owned(),
-        };
-        let dir = self
-            .existing_bucket("list multipart uploads in", &where_)
-            .await?
-            .join(UPLOADS_DIR);
-        let mut entries = match fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list upload staging directory", &dir, e)),
-        };
-        let mut uploads = Vec::new();
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| Error::io("list upload staging directory", &dir, e))?
-        {
-            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !is_upload_id(&id) {
-                continue;
-            }
-            // An upload completed or aborted while listing is simply not open any more.
-            if let Some(m) = read_manifest(&entry.path()).await?
-                && m.key.starts_with(prefix)
-            {
-                uploads.push(OpenUpload {
-                    key: m.key,
-                    upload_id: UploadId::new(id)?,
-                });
-            }
-        }
-        uploads.sort_by(|a, b| {
-            (a.key.as_str(), a.upload_id.as_str()).cmp(&(b.key.as_str(), b.upload_id.as_str()))
-        });
-        Ok(uploads)
-    }
-
     async fn list_parts(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<Vec<ListedPart>> {
         let (dir, _) = self.open_upload("list parts of", dest, upload_id).await?;
         let mut entries = fs::read_dir(&dir)
@@ -573,7 +511,9 @@ impl MultipartStore for LocalStore {
         }
         Ok(parts)
     }
+}
 
+impl ObjectStore for LocalStore {
     async fn get_object(&self, dest: &ObjectUrl) -> Result<ByteStream> {
         let path = self.object_path(dest)?;
         let file = match fs::File::open(&path).await {
@@ -645,6 +585,48 @@ impl MultipartStore for LocalStore {
             None => ObjectMeta::default(),
         };
         Ok(Some((size, meta)))
+    }
+
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
+        let where_ = ObjectUrl {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+        };
+        let dir = self
+            .existing_bucket("list multipart uploads in", &where_)
+            .await?
+            .join(UPLOADS_DIR);
+        let mut entries = match fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list upload staging directory", &dir, e)),
+        };
+        let mut uploads = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| Error::io("list upload staging directory", &dir, e))?
+        {
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !is_upload_id(&id) {
+                continue;
+            }
+            // An upload completed or aborted while listing is simply not open any more.
+            if let Some(m) = read_manifest(&entry.path()).await?
+                && m.key.starts_with(prefix)
+            {
+                uploads.push(OpenUpload {
+                    key: m.key,
+                    upload_id: UploadId::new(id)?,
+                });
+            }
+        }
+        uploads.sort_by(|a, b| {
+            (a.key.as_str(), a.upload_id.as_str()).cmp(&(b.key.as_str(), b.upload_id.as_str()))
+        });
+        Ok(uploads)
     }
 }
 
@@ -728,55 +710,40 @@ async fn sum_part(
     Ok(sums)
 }
 
-/// Copies `parts` from `dir` into a new file `tmp`, checking each one's ETag and CRC32C.
-/// The inner error is an S3 error code and message.
+/// Copies `parts` from `dir` into a new file `tmp`, in the order given, and returns what was
+/// copied of each: its size, ETag and CRC32C. It stops at a part that is not there (replaced or
+/// aborted since it was looked at), which is then missing from the result.
 async fn assemble(
     dir: &Path,
     tmp: &Path,
     parts: &[UploadedPart],
-) -> Result<std::result::Result<(), (&'static str, String)>> {
+) -> Result<BTreeMap<PartNumber, ListedPart>> {
     let mut out = fs::File::create(tmp)
         .await
         .map_err(|e| Error::io("create assembled object", tmp, e))?;
     let mut buf = BytesMut::with_capacity(CHUNK);
+    let mut copied = BTreeMap::new();
     for p in parts {
         let path = dir.join(part_name(p.number));
         let mut part = match fs::File::open(&path).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Err((
-                    "InvalidPart",
-                    format!("part {} was not uploaded", p.number),
-                )));
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(copied),
             Err(e) => return Err(Error::io("open part file", &path, e)),
         };
         let sums = sum_part(&mut part, &path, &mut buf, Some((&mut out, tmp))).await?;
-        let crc32c = sums.crc32c;
-        let etag = sums.etag()?;
-        if etag != p.etag {
-            return Ok(Err((
-                "InvalidPart",
-                format!(
-                    "the ETag given for part {} is {}, but the part uploaded has {etag}",
-                    p.number, p.etag
-                ),
-            )));
-        }
-        if crc32c != p.crc32c {
-            return Ok(Err((
-                "InvalidPart",
-                format!(
-                    "the CRC32C given for part {} is {:08x}, but the part uploaded has {crc32c:08x}",
-                    p.number, p.crc32c
-                ),
-            )));
-        }
+        let (size, crc32c) = (sums.size, sums.crc32c);
+        let listed = ListedPart {
+            number: p.number,
+            etag: sums.etag()?,
+            size,
+            crc32c: Some(crc32c),
+        };
+        copied.insert(p.number, listed);
     }
     out.sync_all()
         .await
         .map_err(|e| Error::io("sync assembled object", tmp, e))?;
-    Ok(Ok(()))
+    Ok(copied)
 }
 
 /// Removes an upload's staging directory; renaming it away first makes the upload vanish at
@@ -874,23 +841,24 @@ fn random_suffix() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
 
+/// An S3 error with S3's `code`, as the local store reports what S3 would refuse.
 fn s3_like(op: &str, dest: &ObjectUrl, code: &'static str, message: String) -> Error {
+    refusal(op, dest, code, Box::new(LocalStoreError { code, message }))
+}
+
+/// A CompleteMultipartUpload that S3's rules refuse.
+fn refused(op: &str, dest: &ObjectUrl, r: CompleteRefusal) -> Error {
+    refusal(op, dest, r.code(), Box::new(r))
+}
+
+fn refusal(op: &str, dest: &ObjectUrl, code: &'static str, source: BoxError) -> Error {
     Error::S3 {
         op: op.to_owned(),
         bucket: dest.bucket.clone(),
         key: dest.key.clone(),
+        code: Some(code.to_owned()),
         retryable: false,
-        source: Box::new(LocalStoreError { code, message }),
-    }
-}
-
-/// Whether `err` is the local store's S3-like error with `code`.
-fn has_code(err: &Error, code: &str) -> bool {
-    match err {
-        Error::S3 { source, .. } => source
-            .downcast_ref::<LocalStoreError>()
-            .is_some_and(|e| e.code == code),
-        _ => false,
+        source,
     }
 }
 
@@ -954,7 +922,7 @@ mod tests {
             .upload_part(&dest, &id, PartNumber::new(1)?, body)
             .await
             .unwrap_err();
-        assert!(has_code(&err, "BadDigest"), "{err:?}");
+        assert_eq!(err.s3_code(), Some("BadDigest"), "{err:?}");
         assert!(store.list_parts(&dest, &id).await?.is_empty());
         store.abort_upload(&dest, &id).await
     }

@@ -1,5 +1,7 @@
-//! Where the object goes: the [`MultipartStore`] trait, its S3 adapter and a local directory
-//! store that keeps S3's rules for people without S3.
+//! Where the object goes: the [`MultipartStore`] contract (create, upload parts, complete or
+//! abort), the [`ObjectStore`] reads and listings around it, their S3 adapter ([`s3`]), a local
+//! directory store that keeps S3's rules for people without S3 ([`local`]), and S3's
+//! completion rules as one pure function ([`rules`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,6 +14,7 @@ use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
 
 pub mod body;
 pub mod local;
+pub mod rules;
 pub mod s3;
 
 pub use body::PartBody;
@@ -73,18 +76,54 @@ pub struct OpenUpload {
     pub upload_id: UploadId,
 }
 
-/// An object store with S3's multipart semantics.
+/// The multipart upload contract gzship builds an object with: create, upload parts, list
+/// them, complete or abort. It is S3's own contract, and every implementation keeps it as S3
+/// does (the local store and gzship-s3lite through [`rules::check_complete`]).
 ///
-/// Contract (S3's own, which every implementation enforces as S3 does):
-/// - `upload_part` may be called concurrently and in any order; uploading the same part number
-///   again replaces it (so a retried task is idempotent).
-/// - `complete_upload` takes the parts in ascending part-number order; gaps are allowed. Every
-///   part but the last must be at least [`MIN_PART_SIZE`](crate::types::MIN_PART_SIZE), or the
-///   store fails with `EntityTooSmall`. Only then does the object appear at the key.
-/// - `abort_upload` discards every part; nothing appears at the key. The caller that created
-///   the upload is the one that completes or aborts it.
+/// The methods are stateless: each call names the destination and the upload, so whoever holds
+/// the [`UploadId`] (the master, a worker on another machine, a resumed job) can make it.
+///
+/// # Ordering
+/// - `create_upload` comes first. Its [`UploadId`] names the upload in every other call, always
+///   with the same destination: an id used with another key is `NoSuchUpload`.
+/// - `upload_part` may be called concurrently and in any order, between `create_upload` and
+///   `complete_upload`/`abort_upload`. `list_parts` reports what has been acknowledged so far.
+/// - `complete_upload` joins the parts it is given, which must strictly ascend by part number
+///   (gaps are allowed; parts not named are discarded). Only then does the object appear at the
+///   key, whole: no reader ever sees a partial object.
+/// - After a successful `complete_upload` or `abort_upload` the upload is gone: `upload_part`,
+///   `list_parts` and `abort_upload` fail with `NoSuchUpload`.
+///
+/// # Idempotency
+/// - Uploading a part number again replaces that part, and only the ETag of the latest upload
+///   completes it. A retried task therefore uploads its parts again without harm.
+/// - `complete_upload` again with the same parts, after one succeeded (a retried request whose
+///   first attempt went through), succeeds when the object at the key is exactly those parts
+///   (same size and CRC32Cs), and fails with `NoSuchUpload` otherwise.
+/// - `abort_upload` of an upload that is already gone may fail (`NoSuchUpload` on S3); whether
+///   an upload is still open is told by [`ObjectStore::list_uploads`], not by that error.
+///
+/// # Limits
+/// - Part numbers are 1..=[`MAX_PARTS`](crate::types::MAX_PARTS) (a [`PartNumber`]).
+/// - A part is at most [`MAX_PART_SIZE`](crate::types::MAX_PART_SIZE) (`EntityTooLarge` at
+///   upload) and, unless it is the last one completed, at least
+///   [`MIN_PART_SIZE`](crate::types::MIN_PART_SIZE): `complete_upload` fails with
+///   `EntityTooSmall`, since only then is it known which part is last.
+/// - `complete_upload` fails with `InvalidPartOrder` for parts that do not strictly ascend and
+///   with `InvalidPart` for a part not uploaded or named with another ETag or CRC32C.
+///
+/// # Who aborts
+/// The caller that created the upload completes or aborts it; a store never aborts on its own,
+/// and a failed `complete_upload` leaves the upload open, as S3 does. Until then its parts are
+/// kept (and, on S3, billed): a bucket lifecycle rule that aborts incomplete multipart uploads is
+/// the backstop for a caller that died.
+///
+/// # Errors
+/// Failures are [`Error::S3`](crate::Error::S3) naming the operation, the bucket and the key,
+/// with S3's error code where the store answered with one
+/// ([`Error::s3_code`](crate::Error::s3_code)) and whether retrying can help.
 pub trait MultipartStore: Send + Sync {
-    /// Starts a multipart upload to `dest`.
+    /// Starts a multipart upload to `dest`, whose object will have `meta`.
     fn create_upload(
         &self,
         dest: &ObjectUrl,
@@ -92,7 +131,7 @@ pub trait MultipartStore: Send + Sync {
     ) -> impl Future<Output = Result<UploadId>> + Send;
 
     /// Uploads one part with its CRC32C checksum (`body` carries both length and checksum, so
-    /// a spooled part streams from its file).
+    /// a spooled part streams from its file). The store checks the checksum (`BadDigest`).
     fn upload_part(
         &self,
         dest: &ObjectUrl,
@@ -101,28 +140,6 @@ pub trait MultipartStore: Send + Sync {
         body: PartBody,
     ) -> impl Future<Output = Result<UploadedPart>> + Send;
 
-    /// Completes the upload from `parts` (ascending part numbers).
-    fn complete_upload(
-        &self,
-        dest: &ObjectUrl,
-        upload_id: &UploadId,
-        parts: &[UploadedPart],
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Aborts the upload, discarding its parts.
-    fn abort_upload(
-        &self,
-        dest: &ObjectUrl,
-        upload_id: &UploadId,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Lists the multipart uploads still open in `bucket` under `prefix`.
-    fn list_uploads(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> impl Future<Output = Result<Vec<OpenUpload>>> + Send;
-
     /// Lists the parts uploaded so far to an open upload, in part-number order.
     fn list_parts(
         &self,
@@ -130,7 +147,39 @@ pub trait MultipartStore: Send + Sync {
         upload_id: &UploadId,
     ) -> impl Future<Output = Result<Vec<ListedPart>>> + Send;
 
-    /// Streams a completed object back (for `gzship verify`).
+    /// Completes the upload from `parts` (strictly ascending part numbers): the object appears
+    /// at the key.
+    fn complete_upload(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+        parts: &[UploadedPart],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Aborts the upload, discarding its parts; nothing appears at the key.
+    fn abort_upload(
+        &self,
+        dest: &ObjectUrl,
+        upload_id: &UploadId,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Everything around the multipart contract of [`MultipartStore`]: reading a completed object
+/// back (its bytes, size, metadata and tags), tagging it, and listing the uploads still open in
+/// a bucket. The master tags the object it completed and lists uploads to tell whether an abort
+/// took; `gzship verify` reads objects back.
+///
+/// Reads see completed objects only, never an upload in progress. A key with no object is
+/// `None` from `head_object` and `NoSuchKey` from the others. Failures are
+/// [`Error::S3`](crate::Error::S3), as for [`MultipartStore`].
+pub trait ObjectStore: Send + Sync {
+    /// The object's size and metadata, or `None` if nothing is at the key.
+    fn head_object(
+        &self,
+        dest: &ObjectUrl,
+    ) -> impl Future<Output = Result<Option<(u64, ObjectMeta)>>> + Send;
+
+    /// Streams a completed object back, in chunks of the store's choosing.
     fn get_object(&self, dest: &ObjectUrl) -> impl Future<Output = Result<ByteStream>> + Send;
 
     /// Replaces the tags of a completed object (S3 object tagging: at most 10, keys up to 128
@@ -148,9 +197,11 @@ pub trait MultipartStore: Send + Sync {
         dest: &ObjectUrl,
     ) -> impl Future<Output = Result<BTreeMap<String, String>>> + Send;
 
-    /// The object's size and metadata, or `None` if nothing is at the key.
-    fn head_object(
+    /// Lists the multipart uploads still open in `bucket` with a key under `prefix`, by key,
+    /// then upload id.
+    fn list_uploads(
         &self,
-        dest: &ObjectUrl,
-    ) -> impl Future<Output = Result<Option<(u64, ObjectMeta)>>> + Send;
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<OpenUpload>>> + Send;
 }

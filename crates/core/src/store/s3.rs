@@ -1,4 +1,4 @@
-//! S3 adapter of [`MultipartStore`] on aws-sdk-s3.
+//! S3 adapter of [`MultipartStore`] and [`ObjectStore`] on aws-sdk-s3.
 //!
 //! The client is built once from an [`SdkConfig`] (the standard AWS credential and region chain,
 //! which the binaries load with [`load_sdk_config`]) and an [`S3Config`] of tuning. Every part is
@@ -6,8 +6,8 @@
 //! `ChecksumAlgorithm::Crc32C` so S3 keeps the checksums and `ListParts` reports them.
 //!
 //! Errors become [`Error::S3`] with the operation in words ("upload part 7 of"), the bucket and
-//! key, whether a retry can help (from the SDK's error kind, the HTTP status and the error code,
-//! never the message), and the SDK error as the source (its chain shows the S3 error code).
+//! key, S3's error code, whether a retry can help (from the SDK's error kind, the HTTP status and
+//! the error code, never the message), and the SDK error as the source.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -30,7 +30,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 
 use super::body::Content;
-use super::{ListedPart, MultipartStore, ObjectMeta, OpenUpload, PartBody, UploadedPart};
+use super::{
+    ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+};
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
 use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
@@ -107,7 +109,7 @@ pub async fn load_sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest()).load().await
 }
 
-/// [`MultipartStore`] on Amazon S3 or an S3-compatible store.
+/// [`MultipartStore`] and [`ObjectStore`] on Amazon S3 or an S3-compatible store.
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
@@ -342,47 +344,6 @@ impl MultipartStore for S3Store {
         Ok(())
     }
 
-    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
-        const OP: &str = "list multipart uploads in";
-        let where_ = ObjectUrl {
-            bucket: bucket.to_owned(),
-            key: prefix.to_owned(),
-        };
-        let mut uploads = Vec::new();
-        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
-        loop {
-            let out = self
-                .client
-                .list_multipart_uploads()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(id_marker.take())
-                .send()
-                .await
-                .map_err(|e| s3_error(OP, &where_, e))?;
-            for u in out.uploads() {
-                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
-                    return Err(missing(OP, &where_, "Key or UploadId of an upload"));
-                };
-                uploads.push(OpenUpload {
-                    key: key.to_owned(),
-                    upload_id: UploadId::new(id).map_err(|e| bad_reply(OP, &where_, e))?,
-                });
-            }
-            if out.is_truncated() != Some(true) {
-                break;
-            }
-            key_marker = out.next_key_marker().map(str::to_owned);
-            id_marker = out.next_upload_id_marker().map(str::to_owned);
-            if key_marker.is_none() && id_marker.is_none() {
-                // A truncated listing without markers would repeat the first page forever.
-                return Err(missing(OP, &where_, "NextKeyMarker of a truncated listing"));
-            }
-        }
-        Ok(uploads)
-    }
-
     async fn list_parts(&self, dest: &ObjectUrl, upload_id: &UploadId) -> Result<Vec<ListedPart>> {
         const OP: &str = "list parts of";
         let mut parts = Vec::new();
@@ -439,6 +400,42 @@ impl MultipartStore for S3Store {
         }
         Ok(parts)
     }
+}
+
+impl ObjectStore for S3Store {
+    async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
+        const OP: &str = "head object";
+        let out = match self
+            .client
+            .head_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(s3_error(OP, dest, e)),
+        };
+        let size = out
+            .content_length()
+            .and_then(|s| u64::try_from(s).ok())
+            .ok_or_else(|| missing(OP, dest, "Content-Length"))?;
+        let meta = ObjectMeta {
+            content_type: out.content_type().unwrap_or_default().to_owned(),
+            metadata: out
+                .metadata()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(Some((size, meta)))
+    }
 
     async fn get_object(&self, dest: &ObjectUrl) -> Result<ByteStream> {
         let out = self
@@ -461,6 +458,7 @@ impl MultipartStore for S3Store {
                         op: "read body of object".into(),
                         bucket: dest.bucket.clone(),
                         key: dest.key.clone(),
+                        code: None,
                         retryable: true,
                         source: Box::new(e),
                     }),
@@ -509,38 +507,45 @@ impl MultipartStore for S3Store {
             .collect())
     }
 
-    async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
-        const OP: &str = "head object";
-        let out = match self
-            .client
-            .head_object()
-            .bucket(&dest.bucket)
-            .key(&dest.key)
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(SdkError::ServiceError(e)) if matches!(e.err(), HeadObjectError::NotFound(_)) => {
-                return Ok(None);
+    async fn list_uploads(&self, bucket: &str, prefix: &str) -> Result<Vec<OpenUpload>> {
+        const OP: &str = "list multipart uploads in";
+        let where_ = ObjectUrl {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+        };
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(OP, &where_, e))?;
+            for u in out.uploads() {
+                let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                    return Err(missing(OP, &where_, "Key or UploadId of an upload"));
+                };
+                uploads.push(OpenUpload {
+                    key: key.to_owned(),
+                    upload_id: UploadId::new(id).map_err(|e| bad_reply(OP, &where_, e))?,
+                });
             }
-            Err(e) => return Err(s3_error(OP, dest, e)),
-        };
-        let size = out
-            .content_length()
-            .and_then(|s| u64::try_from(s).ok())
-            .ok_or_else(|| missing(OP, dest, "Content-Length"))?;
-        let meta = ObjectMeta {
-            content_type: out.content_type().unwrap_or_default().to_owned(),
-            metadata: out
-                .metadata()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        Ok(Some((size, meta)))
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = out.next_key_marker().map(str::to_owned);
+            id_marker = out.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                // A truncated listing without markers would repeat the first page forever.
+                return Err(missing(OP, &where_, "NextKeyMarker of a truncated listing"));
+            }
+        }
+        Ok(uploads)
     }
 }
 
@@ -575,6 +580,7 @@ where
         op: op.into(),
         bucket: dest.bucket.clone(),
         key: dest.key.clone(),
+        code: err.code().map(str::to_owned),
         retryable: is_retryable(&err),
         source: Box::new(err),
     }
@@ -590,6 +596,7 @@ fn bad_reply(op: impl Into<String>, dest: &ObjectUrl, reason: impl Into<BoxError
         op: op.into(),
         bucket: dest.bucket.clone(),
         key: dest.key.clone(),
+        code: None,
         retryable: false,
         source: reason.into(),
     }
@@ -673,6 +680,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("EntityTooSmall"), "{text}");
+        assert_eq!(err.s3_code(), Some("EntityTooSmall"));
         assert!(!err.is_retryable());
     }
 
