@@ -42,8 +42,8 @@ if ! python3 -c "import sys, crc32c, moto, moto.server; sys.exit(moto.__version_
 fi
 
 # cargo-lambda: `cargo lambda watch` runs the Lambda functions under a runtime emulator in
-# crates/lambda/tests/e2e_watch.rs (and `cargo lambda build` builds them for deployment).
-# cfn-lint checks infra/template.yaml in crates/lambda/tests/template_lint.rs.
+# tests/lambda/watch.rs (and `cargo lambda build` builds them for deployment).
+# cfn-lint checks infra/template.yaml in tests/lambda/template.rs.
 pip_install() {
     python3 -m pip install --quiet "$@" \
         || python3 -m pip install --quiet --break-system-packages "$@"

@@ -5,9 +5,13 @@
 //! - `s3`: a real S3 server (moto) on 127.0.0.1.
 //! - `data`: seeded generators of web-server logs, random bytes and zeros.
 //! - `decode`: real decoders (gzip, pigz, Python) checked against the source's SHA-256.
+//! - `bins`: the workspace's binaries (`gzship`), built when missing or stale.
+//! - `net`: free ports on 127.0.0.1 for servers that run in their own process.
 
+pub mod bins;
 pub mod decode;
 /// Seeded sample data (the `gzship-sample` crate, which the CLI's demo uses too).
 pub use gzship_sample as data;
+pub mod net;
 pub mod s3;
 pub mod sshd;

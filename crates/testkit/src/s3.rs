@@ -14,7 +14,7 @@
 //! ```
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ impl S3Server {
     async fn try_start() -> Result<S3Server, String> {
         let dir = tempfile::tempdir().expect("create a temporary directory for moto's log");
         let log_path = dir.path().join("moto.log");
-        let port = free_port();
+        let port = crate::net::free_port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log = File::create(&log_path).expect("create moto's log file");
         let log2 = log.try_clone().expect("clone moto's log file handle");
@@ -231,15 +231,6 @@ pub fn sdk_config() -> SdkConfig {
             "gzship-testkit",
         )))
         .build()
-}
-
-fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0 to find a free port");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-        .port()
 }
 
 /// Whether something at `addr` answers an HTTP request (any status: moto is up).

@@ -13,7 +13,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -114,7 +114,7 @@ impl Sshd {
         let mut last_log = String::new();
         // A port found free can be taken by another test before sshd binds it: try again.
         for _ in 0..5 {
-            let port = free_port();
+            let port = crate::net::free_port();
             write_config(dir.path(), port, &host_key);
             let log_path = dir.path().join("sshd.log");
             let log = fs::File::create(&log_path).expect("create sshd.log");
@@ -419,13 +419,6 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0 to find a free port")
-        .port()
 }
 
 fn current_user() -> String {

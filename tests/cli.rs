@@ -2,8 +2,6 @@
 //! (moto), checked the way a user would: the object decompresses with gzip, pigz and Python to
 //! the source's SHA-256, `gzship verify` agrees, and a failed job leaves no multipart upload.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -11,6 +9,7 @@ use std::time::{Duration, Instant};
 use gzship_core::ObjectUrl;
 use gzship_core::store::{MultipartStore, ObjectStore};
 use gzship_core::types::MIB;
+use gzship_testkit::bins;
 use gzship_testkit::data::{DataKind, generate, sha256, sha256_file, write_file};
 use gzship_testkit::decode::assert_decodes;
 use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
@@ -33,7 +32,7 @@ async fn env() -> Env {
 impl Env {
     /// `gzship ARGS` with the test's credentials, host key and S3 endpoint.
     fn gzship(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gzship"));
+        let mut cmd = Command::new(bins::gzship());
         cmd.args(args)
             .arg("--identity")
             .arg(&self.sshd.client_key().private_key_path)
@@ -238,7 +237,7 @@ async fn wrong_host_key_fails_before_any_upload() {
     let env = env().await;
     env.write("f", DataKind::Logs, MIB, 1);
     let source = env.sshd.url("f");
-    let out = Command::new(env!("CARGO_BIN_EXE_gzship"))
+    let out = Command::new(bins::gzship())
         .args(["run", &source, &format!("s3://{BUCKET}/f.gz")])
         .arg("--identity")
         .arg(&env.sshd.client_key().private_key_path)
@@ -342,7 +341,7 @@ fn truncate(path: &Path, len: u64) {
 
 #[test]
 fn demo_runs_and_verifies() {
-    let out = Command::new(env!("CARGO_BIN_EXE_gzship"))
+    let out = Command::new(bins::gzship())
         .args(["demo", "--size", "24MiB"])
         .output()
         .unwrap();
@@ -357,7 +356,7 @@ fn demo_runs_and_verifies() {
 #[test]
 fn plan_into_a_closed_pipe_exits_quietly() {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gzship"))
+    let mut child = Command::new(bins::gzship())
         .args(["plan", "--size", "1TiB"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -389,7 +388,7 @@ async fn known_hosts_as_a_file_or_as_its_text() {
     std::fs::write(&file, format!("{line}\n")).unwrap();
     let file = file.to_str().unwrap();
     let plan = |flags: &[&str], vars: &[(&str, &str)]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gzship"));
+        let mut cmd = Command::new(bins::gzship());
         cmd.args(["plan", &source, "--identity"])
             .arg(&env.sshd.client_key().private_key_path)
             .args(flags)

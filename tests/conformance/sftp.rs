@@ -1,7 +1,5 @@
 //! The SFTP source against a real OpenSSH sshd: byte-identical ranges, every kind of refusal with
 //! its own error, resumption after killed sessions, and files that change around a read.
-#![allow(clippy::unwrap_used)]
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,8 +3,6 @@
 //! SHA-256; tasks split at awkward offsets combine into one object; a rejected part is named and
 //! the caller's abort leaves nothing behind.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::time::Duration;
 
 use futures::StreamExt;

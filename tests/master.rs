@@ -3,8 +3,6 @@
 //! fan-out, retries, report checks, abort on failure. The same jobs run against real sshd and
 //! S3 servers in `e2e_*` tests.
 
-#![allow(clippy::unwrap_used)]
-
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

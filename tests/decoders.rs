@@ -1,8 +1,6 @@
 //! Framing, assembly and padding checked the way a user would: the concatenated parts of a
 //! job decompress with GNU gzip, pigz and Python's `gzip` module to exactly the source bytes.
 
-#![allow(clippy::unwrap_used)]
-
 use gzship_core::assemble::PartAssembler;
 use gzship_core::gzip::{BlockCompressor, EMPTY_MEMBER, Level};
 use gzship_core::plan::{Plan, Tuning, plan};

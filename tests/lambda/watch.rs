@@ -9,10 +9,8 @@
 //! on their first invocation and passes its own environment to them; each emulator here gets
 //! the environment of the functions it serves, as each function has its own in AWS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +24,7 @@ use gzship_core::types::MIB;
 use gzship_core::wire::JobReport;
 use gzship_testkit::data::{DataKind, sha256_file, write_file};
 use gzship_testkit::decode::assert_decodes;
+use gzship_testkit::net::free_port;
 use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
 use gzship_testkit::sshd::Sshd;
 use serde_json::{Value, json};
@@ -62,7 +61,7 @@ impl Watch {
             .unwrap();
         let log = dir.path().join("watch.log");
         let out = File::create(&log).unwrap();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         // CARGO_TARGET_TMPDIR is <target dir>/tmp: build into the same target directory.
         let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
         let child = Command::new("cargo")
@@ -161,14 +160,6 @@ impl Drop for Watch {
             .status();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Env {

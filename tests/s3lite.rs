@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! gzship's real `S3Store` (aws-sdk-s3) against gzship-s3lite: every operation gzship uses,
 //! S3's errors where gzship depends on them, and the `put` client.
 

@@ -1,10 +1,8 @@
-//! The handlers on every accepted event shape (fixtures under `tests/fixtures/`), and the clear
+//! The handlers on every accepted event shape (fixtures under `tests/lambda/fixtures/`), and the clear
 //! errors for malformed events, unknown fields, paths outside the allow-list and tasks whose
 //! range is past the end of the file: all before any connection is made. The dependencies here
 //! cannot connect anywhere (a store on a closed port, an invoker that panics, a credential
 //! that cannot be fetched), so an error that needed a connection would show as the wrong error.
-
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +26,7 @@ const NIGHTLY_TEMPLATE: &str = r#"{"source": "sftp://backup@db1.example.com/var/
     "destination": "s3://archive-bucket/db1/{date}/{name}.gz"}"#;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/lambda/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
 }

@@ -4,8 +4,6 @@
 //!
 //! Every moto test starts its own server; every local test has its own directory.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
