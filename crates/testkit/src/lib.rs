@@ -7,11 +7,15 @@
 //! - `decode`: real decoders (gzip, pigz, Python) checked against the source's SHA-256.
 //! - `bins`: the workspace's binaries (`gzship`), built when missing or stale.
 //! - `net`: free ports on 127.0.0.1 for servers that run in their own process.
+//! - `sftpd`: gzship-sftpd set up like `sshd`, in this process.
+//! - `conformance`: the store and SFTP source suites every backend must pass.
 
 pub mod bins;
+pub mod conformance;
 pub mod decode;
 /// Seeded sample data (the `gzship-sample` crate, which the CLI's demo uses too).
 pub use gzship_sample as data;
 pub mod net;
 pub mod s3;
+pub mod sftpd;
 pub mod sshd;

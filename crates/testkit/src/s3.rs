@@ -153,23 +153,14 @@ impl S3Server {
         sdk_config()
     }
 
-    /// Tuning for this server: its endpoint, path-style addressing, and short timeouts and few
-    /// attempts so that a failing test fails fast.
+    /// Tuning for this server: see [`s3_config`].
     pub fn s3_config(&self) -> S3Config {
-        S3Config {
-            endpoint_url: Some(self.endpoint_url()),
-            force_path_style: true,
-            region: None,
-            max_attempts: 2,
-            connect_timeout: Duration::from_secs(2),
-            attempt_timeout: Duration::from_secs(60),
-            operation_timeout: Duration::from_secs(120),
-        }
+        s3_config(&self.endpoint_url())
     }
 
     /// An [`S3Store`] on this server.
     pub fn store(&self) -> S3Store {
-        S3Store::new(&self.sdk_config(), &self.s3_config())
+        store_at(&self.endpoint_url())
     }
 
     /// Creates a bucket; panics if the server refuses.
@@ -216,6 +207,26 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Tuning for a test S3 server at `endpoint_url` (moto, gzship-s3lite): path-style addressing,
+/// and short timeouts and few attempts so that a failing test fails fast.
+pub fn s3_config(endpoint_url: &str) -> S3Config {
+    S3Config {
+        endpoint_url: Some(endpoint_url.to_owned()),
+        force_path_style: true,
+        region: None,
+        max_attempts: 2,
+        connect_timeout: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(60),
+        operation_timeout: Duration::from_secs(120),
+    }
+}
+
+/// An [`S3Store`] on the test S3 server at `endpoint_url`, with [`sdk_config`] and
+/// [`s3_config`].
+pub fn store_at(endpoint_url: &str) -> S3Store {
+    S3Store::new(&sdk_config(), &s3_config(endpoint_url))
 }
 
 /// The SDK configuration tests use: static credentials, [`REGION`], no environment.

@@ -191,20 +191,7 @@ impl Sshd {
 
     /// A hashed known_hosts line (`|1|salt|hash ...`), as `ssh-keygen -H` writes it.
     pub fn hashed_known_hosts_line(&self) -> String {
-        let path = self.dir.path().join(format!(
-            "known_hosts_hashed_{}",
-            self.key_counter
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        fs::write(&path, format!("{}\n", self.known_hosts_line())).expect("write known_hosts");
-        run(Command::new("ssh-keygen")
-            .arg("-q")
-            .arg("-H")
-            .arg("-f")
-            .arg(&path));
-        let line = read(&path).trim().to_owned();
-        let _ = fs::remove_file(path.with_extension("old"));
-        line
+        hash_known_hosts_line(&self.known_hosts_line())
     }
 
     /// The user that logs in with [`Sshd::client_key`]: the user running the tests.
@@ -323,7 +310,13 @@ fn write_config(dir: &Path, port: u16, host_key: &Path) {
     fs::write(dir.join("sshd_config"), config).expect("write sshd_config");
 }
 
-fn make_client_key(dir: &Path, name: &str, kind: KeyKind, passphrase: Option<&str>) -> ClientKey {
+/// Makes the key pair `dir/name` (and `dir/name.pub`) with `ssh-keygen`.
+pub(crate) fn make_client_key(
+    dir: &Path,
+    name: &str,
+    kind: KeyKind,
+    passphrase: Option<&str>,
+) -> ClientKey {
     let path = dir.join(name);
     keygen(&path, kind, passphrase);
     ClientKey {
@@ -345,6 +338,20 @@ fn authorize(dir: &Path, public_key: &str) {
     writeln!(f, "{public_key}").expect("append to authorized_keys");
     drop(f);
     set_mode(&path, 0o644);
+}
+
+/// `line` (`[127.0.0.1]:PORT ssh-ed25519 AAAA...`) hashed as `ssh-keygen -H` hashes
+/// known_hosts files: `|1|salt|hash ssh-ed25519 AAAA...`.
+pub fn hash_known_hosts_line(line: &str) -> String {
+    let dir = tempfile::tempdir().expect("create a temp dir for ssh-keygen -H");
+    let path = dir.path().join("known_hosts");
+    fs::write(&path, format!("{line}\n")).expect("write known_hosts");
+    run(Command::new("ssh-keygen")
+        .arg("-q")
+        .arg("-H")
+        .arg("-f")
+        .arg(&path));
+    read(&path).trim().to_owned()
 }
 
 fn keygen(path: &Path, kind: KeyKind, passphrase: Option<&str>) {

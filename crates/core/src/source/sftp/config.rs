@@ -372,3 +372,76 @@ impl SftpTuning {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_url_and_validation() {
+        let url: SourceUrl = "sftp://alice@example.com:2222/var/log/app.log"
+            .parse()
+            .unwrap();
+        let fp = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
+        let cfg = SftpConfig::from_url(
+            &url,
+            None,
+            SshAuth::password("hunter2"),
+            HostKeyPolicy::fingerprint(fp).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.user.as_str(), cfg.addr().as_str()),
+            ("alice", "example.com:2222")
+        );
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+
+        let url: SourceUrl = "sftp://[::1]/x".parse().unwrap();
+        let auth = || SshAuth::password("p");
+        let cfg = SftpConfig::from_url(&url, Some("bob"), auth(), HostKeyPolicy::AcceptAny).unwrap();
+        assert_eq!(
+            (cfg.user.as_str(), cfg.addr().as_str()),
+            ("bob", "[::1]:22")
+        );
+        assert!(SftpConfig::from_url(&url, None, auth(), HostKeyPolicy::AcceptAny).is_err());
+
+        for bad in [
+            "",
+            "MD5:aa:bb",
+            "SHA256:short",
+            "sha256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+        ] {
+            assert!(HostKeyPolicy::fingerprint(bad).is_err(), "{bad:?}");
+        }
+        let bad_tunings = [
+            SftpTuning {
+                request_size: 10,
+                ..SftpTuning::default()
+            },
+            SftpTuning {
+                requests_in_flight: 0,
+                ..SftpTuning::default()
+            },
+            SftpTuning {
+                connections: 0,
+                ..SftpTuning::default()
+            },
+            SftpTuning {
+                handshake_attempts: 0,
+                ..SftpTuning::default()
+            },
+            SftpTuning {
+                ciphers: vec![],
+                ..SftpTuning::default()
+            },
+            SftpTuning {
+                max_packet_size: 100_000,
+                ..SftpTuning::default()
+            },
+        ];
+        for t in bad_tunings {
+            let err = cfg.clone().with_tuning(t).validate().unwrap_err();
+            assert!(matches!(err, Error::Invalid { .. }));
+        }
+    }
+}
