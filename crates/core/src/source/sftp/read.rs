@@ -315,7 +315,20 @@ impl Target {
                     detail: "it no longer exists".into(),
                 });
             }
-            Ok(Err(e)) => return Err(self.read_error(OpenFailure::Open(e))),
+            Ok(Err(e)) => {
+                // Some servers refuse to open what is not a regular file (gzship-sftpd answers
+                // FAILURE for a directory, where OpenSSH opens it and fstat tells): ask what the
+                // path is, so that a directory is NotAFile, not a read failure to retry.
+                let stat = tokio::time::timeout(timeout, conn.sftp.stat(self.path.as_str())).await;
+                if let Ok(Ok(attrs)) = stat
+                    && stat_of(&attrs.attrs).is_some_and(|now| !now.is_file)
+                {
+                    return Err(Error::NotAFile {
+                        path: self.path.clone(),
+                    });
+                }
+                return Err(self.read_error(OpenFailure::Open(e)));
+            }
             Err(_) => {
                 return Err(
                     self.read_error(OpenFailure::OpenTimeout(ReadFailure::Timeout(timeout)))
