@@ -74,8 +74,8 @@ fn build() -> Result<PathBuf, String> {
     };
 
     let lock_path = dir.join(".gzship-testkit-bins.lock");
-    let lock = File::create(&lock_path)
-        .map_err(|e| format!("create {}: {e}", lock_path.display()))?;
+    let lock =
+        File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
     lock.lock()
         .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
     let stamp = dir.join(".gzship-testkit-bins.run");
@@ -89,13 +89,18 @@ fn build() -> Result<PathBuf, String> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--workspace", "--bins", "--tests", "--profile", profile])
-        .arg("--manifest-path")
-        .arg(workspace.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("run {cmd:?}: {e}"))?;
+    cmd.args([
+        "build",
+        "--workspace",
+        "--bins",
+        "--tests",
+        "--profile",
+        profile,
+    ])
+    .arg("--manifest-path")
+    .arg(workspace.join("Cargo.toml"))
+    .env("CARGO_TARGET_DIR", target);
+    let out = cmd.output().map_err(|e| format!("run {cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "{cmd:?} failed with {}:\n{}",

@@ -332,7 +332,10 @@ pub async fn every_credential_kind_logs_in(backend: Backend) {
     );
     // OpenSSH logs how it let each login in: the password, and the RSA key.
     if let Some(log) = server.login_log() {
-        assert!(log.contains(&format!("Accepted password for {user}")), "{log}");
+        assert!(
+            log.contains(&format!("Accepted password for {user}")),
+            "{log}"
+        );
         assert!(
             log.contains("Accepted publickey") && log.contains("RSA SHA256:"),
             "{log}"
@@ -406,7 +409,11 @@ pub async fn wrong_pinned_host_key_is_rejected(backend: Backend) {
     }
     assert_names(
         &err,
-        &["host key of 127.0.0.1", server.host_key_fingerprint(), wrong],
+        &[
+            "host key of 127.0.0.1",
+            server.host_key_fingerprint(),
+            wrong,
+        ],
     );
     assert!(!err.is_retryable());
 }
@@ -486,12 +493,7 @@ pub async fn wrong_private_key_and_wrong_password_are_refused(backend: Backend) 
     );
     assert_names(
         &err,
-        &[
-            "authenticate as",
-            password_user,
-            "password",
-            "refused",
-        ],
+        &["authenticate as", password_user, "password", "refused"],
     );
 
     // A wrong passphrase is caught before any connection.

@@ -332,7 +332,11 @@ pub async fn parts_out_of_order_refused(store: &impl Store, dest: &ObjectUrl, q:
 
 /// A part that was never uploaded, or named with an ETag that is not its own, is
 /// `InvalidPart`; the upload still completes with the right parts after.
-pub async fn unknown_part_or_etag_is_invalid_part(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+pub async fn unknown_part_or_etag_is_invalid_part(
+    store: &impl Store,
+    dest: &ObjectUrl,
+    _q: Behaviour,
+) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     let (a, b) = (body(55, MIN_PART_SIZE as usize), body(56, 100));
     let p1 = upload(store, dest, &id, 1, &a).await;
@@ -398,7 +402,11 @@ pub async fn abort_leaves_nothing(store: &impl Store, dest: &ObjectUrl, q: Behav
 }
 
 /// ListParts reports each part's number, size, ETag and CRC32C, in part-number order.
-pub async fn list_parts_reports_sizes_and_crc32c(store: &impl Store, dest: &ObjectUrl, q: Behaviour) {
+pub async fn list_parts_reports_sizes_and_crc32c(
+    store: &impl Store,
+    dest: &ObjectUrl,
+    q: Behaviour,
+) {
     let id = store.create_upload(dest, &meta()).await.unwrap();
     assert_eq!(store.list_parts(dest, &id).await.unwrap(), vec![]);
     let (a, b) = (body(60, 777), body(61, MIB as usize));

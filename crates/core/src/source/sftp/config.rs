@@ -398,7 +398,8 @@ mod tests {
 
         let url: SourceUrl = "sftp://[::1]/x".parse().unwrap();
         let auth = || SshAuth::password("p");
-        let cfg = SftpConfig::from_url(&url, Some("bob"), auth(), HostKeyPolicy::AcceptAny).unwrap();
+        let cfg =
+            SftpConfig::from_url(&url, Some("bob"), auth(), HostKeyPolicy::AcceptAny).unwrap();
         assert_eq!(
             (cfg.user.as_str(), cfg.addr().as_str()),
             ("bob", "[::1]:22")

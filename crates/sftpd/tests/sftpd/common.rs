@@ -1,7 +1,5 @@
 //! A real SSH + SFTP client (russh, russh-sftp) that pins the test server's host key.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
-
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;

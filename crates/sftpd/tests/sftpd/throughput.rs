@@ -1,10 +1,8 @@
 //! Read throughput through the server on loopback. A measurement, not an assertion: run with
-//! `cargo nextest run -p gzship-sftpd --run-ignored only --no-capture throughput`.
+//! `cargo nextest run --workspace --run-ignored only --no-capture -E 'binary(sftpd) & test(throughput)'`.
 //!
 //! Client and server share the process (and its cores), so each SSH connection costs one core
 //! of encryption on the server and one of decryption on the client.
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +13,8 @@ use russh::cipher;
 use russh_sftp::client::{RawSftpSession, SftpSession};
 use russh_sftp::protocol::OpenFlags;
 use tokio::io::AsyncReadExt;
+
+use crate::common;
 
 const SIZE: usize = 256 << 20;
 

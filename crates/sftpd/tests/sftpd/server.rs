@@ -1,19 +1,18 @@
 //! The server against a real russh client + russh-sftp client that pins its host key.
 
-mod common;
-
 use std::io::SeekFrom;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use common::{PASSWORD, USER};
 use gzship_sftpd::{Error, MAX_READ_LEN, Password, SftpServer, SftpServerConfig};
 use rand::{Rng, SeedableRng};
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{OpenFlags, Packet, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::common::{self, PASSWORD, USER};
 
 /// Guards waits that must end by themselves; never used to wait for readiness.
 const DEADLINE: Duration = Duration::from_secs(30);
