@@ -181,9 +181,16 @@ async fn one_task_with(kind: DataKind, len: u64, tuning: &WorkerTuning) {
     let (dest, id) = env.create("one-task.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
     let store = env.s3.store();
-    let report = worker::run(task, &env.source, &store, tuning, None)
-        .await
-        .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
+    let report = worker::run(
+        task,
+        &env.source,
+        &store,
+        tuning,
+        &tuning.spool_budget(),
+        None,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
     check_report(&report, task);
     let path = env.sshd.data_dir().join("source");
     let data = std::fs::read(path).unwrap();
@@ -225,7 +232,8 @@ async fn one_task_with_parts_spooled_to_disk() {
 async fn a_spool_for_one_part_uploads_one_at_a_time() {
     let (spool, mut tuning) = spooling();
     tuning.spool_limit = Some(40 * MIB);
-    assert!(tuning.part_storage(PART).unwrap().sequential);
+    let storage = tuning.spool_budget().part_storage(&tuning, PART).unwrap();
+    assert!(storage.sequential);
     one_task_with(DataKind::Random, 64 * MIB, &tuning).await;
     assert_spool_empty(&spool);
 }
@@ -240,9 +248,16 @@ async fn a_spool_without_room_fails_before_any_upload() {
     let (spool, mut tuning) = spooling();
     tuning.spool_limit = Some(10 * MIB);
     let store = env.s3.store();
-    let err = worker::run(task, &env.source, &store, &tuning, None)
-        .await
-        .unwrap_err();
+    let err = worker::run(
+        task,
+        &env.source,
+        &store,
+        &tuning,
+        &tuning.spool_budget(),
+        None,
+    )
+    .await
+    .unwrap_err();
     let msg = chain(&err);
     assert!(matches!(err, Error::SpoolSpace { .. }), "{msg}");
     assert!(msg.contains(&spool.path().display().to_string()), "{msg}");
@@ -279,9 +294,10 @@ async fn tasks_at_awkward_offsets_with_an_all_zero_middle() {
     let tasks = tasks(&url, stat, &dest, &id, &ranges);
     let store = env.s3.store();
     let tuning = WorkerTuning::default();
+    let spool = tuning.spool_budget();
     let runs = tasks
         .iter()
-        .map(|t| worker::run(t, &env.source, &store, &tuning, None));
+        .map(|t| worker::run(t, &env.source, &store, &tuning, &spool, None));
     let reports = futures::future::try_join_all(runs).await.unwrap();
     let mut parts = Vec::new();
     for (r, t) in reports.iter().zip(&tasks) {
@@ -359,9 +375,16 @@ async fn rejected_part(tuning: &WorkerTuning) {
         inner: env.s3.store(),
         reject: PartNumber::new(2).unwrap(),
     };
-    let err = worker::run(task, &env.source, &store, tuning, None)
-        .await
-        .unwrap_err();
+    let err = worker::run(
+        task,
+        &env.source,
+        &store,
+        tuning,
+        &tuning.spool_budget(),
+        None,
+    )
+    .await
+    .unwrap_err();
     let msg = chain(&err);
     assert!(matches!(err, Error::S3 { .. }), "{msg}");
     assert!(
