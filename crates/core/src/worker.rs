@@ -16,13 +16,11 @@
 //! aborts the uploads in flight) and the error names the stage that failed.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::assemble::{Part, PartAssembler, PartSink};
@@ -354,13 +352,14 @@ async fn compress(level: Level, offset: u64, block: Bytes) -> Result<Member> {
     })?
 }
 
-/// The upload stage: at most `limit` UploadPart requests in flight; the first failure stops
-/// the task (dropping the set aborts the others).
+/// The upload stage: at most `limit` UploadPart requests in flight, bounded by the set alone
+/// (an upload counts until it is joined, and its part, spool file included, is dropped when
+/// its task ends); the first failure stops the task (dropping the set aborts the others).
 struct Uploads<'a, M> {
     store: M,
     task: &'a Task,
     in_flight: JoinSet<Result<UploadedPart>>,
-    allowed: Arc<Semaphore>,
+    limit: usize,
     done: Vec<UploadedPart>,
     progress: Option<&'a Progress>,
 }
@@ -371,39 +370,31 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
             store,
             task,
             in_flight: JoinSet::new(),
-            allowed: Arc::new(Semaphore::new(limit)),
+            limit,
             done: Vec::new(),
             progress,
         }
     }
 
-    /// Starts uploading `part` once a slot is free, surfacing any failure so far.
+    /// Starts uploading `part` once fewer than `limit` uploads are in flight, surfacing any
+    /// failure so far.
     async fn start(&mut self, part: Part) -> Result<()> {
-        loop {
-            self.collect_finished()?;
-            if let Ok(permit) = self.allowed.clone().try_acquire_owned() {
-                let store = self.store.clone();
-                let dest = self.task.destination.clone();
-                let upload_id = self.task.upload_id.clone();
-                self.in_flight.spawn(async move {
-                    let uploaded = store
-                        .upload_part(&dest, &upload_id, part.number, part.data)
-                        .await;
-                    // The part (and its spool file) is gone once the upload has ended.
-                    drop(permit);
-                    uploaded
-                });
-                return Ok(());
-            }
+        self.collect_finished()?;
+        while self.in_flight.len() >= self.limit {
             match self.in_flight.join_next().await {
                 Some(res) => self.record(res)?,
-                None => {
-                    return Err(Error::Cancelled {
-                        reason: "no upload slot became free".into(),
-                    });
-                }
+                None => break,
             }
         }
+        let store = self.store.clone();
+        let dest = self.task.destination.clone();
+        let upload_id = self.task.upload_id.clone();
+        self.in_flight.spawn(async move {
+            store
+                .upload_part(&dest, &upload_id, part.number, part.data)
+                .await
+        });
+        Ok(())
     }
 
     fn collect_finished(&mut self) -> Result<()> {
@@ -437,9 +428,7 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
 
     /// Waits for every upload; returns the parts in ascending order.
     async fn finish(mut self) -> Result<Vec<UploadedPart>> {
-        while let Some(res) = self.in_flight.join_next().await {
-            self.record(res)?;
-        }
+        self.wait_all().await?;
         self.done.sort_by_key(|p| p.number);
         Ok(self.done)
     }

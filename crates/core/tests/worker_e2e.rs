@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -313,11 +315,25 @@ async fn tasks_at_awkward_offsets_with_an_all_zero_middle() {
 }
 
 /// A store whose uploads of one part go to an upload id the server does not know, so the real
-/// server rejects that part (`NoSuchUpload` on S3, a bare 404 on moto).
+/// server rejects that part (`NoSuchUpload` on S3, a bare 404 on moto). It also counts the
+/// uploads in flight and keeps their peak.
 #[derive(Clone)]
 struct RejectPart {
     inner: S3Store,
-    reject: PartNumber,
+    reject: Option<PartNumber>,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl RejectPart {
+    fn new(inner: S3Store, reject: Option<PartNumber>) -> Self {
+        RejectPart {
+            inner,
+            reject,
+            in_flight: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
 }
 
 impl MultipartStore for RejectPart {
@@ -331,12 +347,16 @@ impl MultipartStore for RejectPart {
         n: PartNumber,
         body: PartBody,
     ) -> Result<UploadedPart> {
-        let id = if n == self.reject {
+        let id = if Some(n) == self.reject {
             UploadId::new("no-such-upload").unwrap()
         } else {
             id.clone()
         };
-        self.inner.upload_part(dest, &id, n, body).await
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let uploaded = self.inner.upload_part(dest, &id, n, body).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        uploaded
     }
     async fn complete_upload(
         &self,
@@ -371,10 +391,7 @@ async fn rejected_part(tuning: &WorkerTuning) {
     let (url, stat, _) = env.put("random", DataKind::Random, 64 * MIB).await;
     let (dest, id) = env.create("rejected.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
-    let store = RejectPart {
-        inner: env.s3.store(),
-        reject: PartNumber::new(2).unwrap(),
-    };
+    let store = RejectPart::new(env.s3.store(), Some(PartNumber::new(2).unwrap()));
     let err = worker::run(
         task,
         &env.source,
@@ -396,4 +413,52 @@ async fn rejected_part(tuning: &WorkerTuning) {
     let open = store.inner.list_uploads(BUCKET, "").await.unwrap();
     assert!(open.is_empty(), "uploads left open: {open:?}");
     assert!(store.inner.head_object(&dest).await.unwrap().is_none());
+}
+
+/// Uploads in flight never exceed `uploads_in_flight`, and a spool with room for one part
+/// uploads one part at a time.
+#[tokio::test]
+async fn uploads_in_flight_are_bounded() {
+    let env = env().await;
+    let (url, stat, sha) = env.put("random", DataKind::Random, 96 * MIB).await;
+    let (spool, spooled) = spooling();
+    let cases = [
+        (
+            "two.gz",
+            WorkerTuning {
+                uploads_in_flight: 2,
+                ..WorkerTuning::default()
+            },
+            2,
+        ),
+        (
+            "one.gz",
+            WorkerTuning {
+                spool_limit: Some(40 * MIB),
+                ..spooled
+            },
+            1,
+        ),
+    ];
+    for (key, tuning, most) in cases {
+        let (dest, id) = env.create(key).await;
+        let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
+        let store = RejectPart::new(env.s3.store(), None);
+        let report = worker::run(
+            task,
+            &env.source,
+            &store,
+            &tuning,
+            &tuning.spool_budget(),
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
+        assert!(report.parts.len() >= 5, "{key}: {report:?}");
+        let peak = store.peak.load(Ordering::SeqCst);
+        assert!((1..=most).contains(&peak), "{key}: {peak} uploads at once");
+        env.complete_and_check(&dest, &id, &report.parts, &sha)
+            .await;
+    }
+    assert_spool_empty(&spool);
 }
