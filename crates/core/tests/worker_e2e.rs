@@ -81,6 +81,24 @@ impl Env {
         (dest, id)
     }
 
+    /// Runs `task` alone, with a spool budget of its own.
+    async fn run<M: MultipartStore + Clone + 'static>(
+        &self,
+        task: &Task,
+        store: &M,
+        tuning: &WorkerTuning,
+    ) -> Result<TaskReport> {
+        worker::run(
+            task,
+            &self.source,
+            store,
+            tuning,
+            &tuning.spool_budget(),
+            None,
+        )
+        .await
+    }
+
     /// Completes the upload and checks the object with the real decoders.
     async fn complete_and_check(
         &self,
@@ -183,16 +201,10 @@ async fn one_task_with(kind: DataKind, len: u64, tuning: &WorkerTuning) {
     let (dest, id) = env.create("one-task.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
     let store = env.s3.store();
-    let report = worker::run(
-        task,
-        &env.source,
-        &store,
-        tuning,
-        &tuning.spool_budget(),
-        None,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
+    let report = env
+        .run(task, &store, tuning)
+        .await
+        .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
     check_report(&report, task);
     let path = env.sshd.data_dir().join("source");
     let data = std::fs::read(path).unwrap();
@@ -250,16 +262,7 @@ async fn a_spool_without_room_fails_before_any_upload() {
     let (spool, mut tuning) = spooling();
     tuning.spool_limit = Some(10 * MIB);
     let store = env.s3.store();
-    let err = worker::run(
-        task,
-        &env.source,
-        &store,
-        &tuning,
-        &tuning.spool_budget(),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = env.run(task, &store, &tuning).await.unwrap_err();
     let msg = chain(&err);
     assert!(matches!(err, Error::SpoolSpace { .. }), "{msg}");
     assert!(msg.contains(&spool.path().display().to_string()), "{msg}");
@@ -392,16 +395,7 @@ async fn rejected_part(tuning: &WorkerTuning) {
     let (dest, id) = env.create("rejected.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
     let store = RejectPart::new(env.s3.store(), Some(PartNumber::new(2).unwrap()));
-    let err = worker::run(
-        task,
-        &env.source,
-        &store,
-        tuning,
-        &tuning.spool_budget(),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = env.run(task, &store, tuning).await.unwrap_err();
     let msg = chain(&err);
     assert!(matches!(err, Error::S3 { .. }), "{msg}");
     assert!(
@@ -444,16 +438,10 @@ async fn uploads_in_flight_are_bounded() {
         let (dest, id) = env.create(key).await;
         let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
         let store = RejectPart::new(env.s3.store(), None);
-        let report = worker::run(
-            task,
-            &env.source,
-            &store,
-            &tuning,
-            &tuning.spool_budget(),
-            None,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
+        let report = env
+            .run(task, &store, &tuning)
+            .await
+            .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
         assert!(report.parts.len() >= 5, "{key}: {report:?}");
         let peak = store.peak.load(Ordering::SeqCst);
         assert!((1..=most).contains(&peak), "{key}: {peak} uploads at once");
