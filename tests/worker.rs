@@ -3,6 +3,8 @@
 //! SHA-256; tasks split at awkward offsets combine into one object; a rejected part is named and
 //! the caller's abort leaves nothing behind.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -75,6 +77,24 @@ impl Env {
         };
         let id = self.s3.store().create_upload(&dest, &meta).await.unwrap();
         (dest, id)
+    }
+
+    /// Runs `task` alone, with a spool budget of its own.
+    async fn run<M: MultipartStore + Clone + 'static>(
+        &self,
+        task: &Task,
+        store: &M,
+        tuning: &WorkerTuning,
+    ) -> Result<TaskReport> {
+        worker::run(
+            task,
+            &self.source,
+            store,
+            tuning,
+            &tuning.spool_budget(),
+            None,
+        )
+        .await
     }
 
     /// Completes the upload and checks the object with the real decoders.
@@ -179,7 +199,8 @@ async fn one_task_with(kind: DataKind, len: u64, tuning: &WorkerTuning) {
     let (dest, id) = env.create("one-task.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
     let store = env.s3.store();
-    let report = worker::run(task, &env.source, &store, tuning, None)
+    let report = env
+        .run(task, &store, tuning)
         .await
         .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
     check_report(&report, task);
@@ -223,7 +244,8 @@ async fn one_task_with_parts_spooled_to_disk() {
 async fn a_spool_for_one_part_uploads_one_at_a_time() {
     let (spool, mut tuning) = spooling();
     tuning.spool_limit = Some(40 * MIB);
-    assert!(tuning.part_storage(PART).unwrap().sequential);
+    let storage = tuning.spool_budget().part_storage(&tuning, PART).unwrap();
+    assert!(storage.sequential);
     one_task_with(DataKind::Random, 64 * MIB, &tuning).await;
     assert_spool_empty(&spool);
 }
@@ -238,9 +260,7 @@ async fn a_spool_without_room_fails_before_any_upload() {
     let (spool, mut tuning) = spooling();
     tuning.spool_limit = Some(10 * MIB);
     let store = env.s3.store();
-    let err = worker::run(task, &env.source, &store, &tuning, None)
-        .await
-        .unwrap_err();
+    let err = env.run(task, &store, &tuning).await.unwrap_err();
     let msg = chain(&err);
     assert!(matches!(err, Error::SpoolSpace { .. }), "{msg}");
     assert!(msg.contains(&spool.path().display().to_string()), "{msg}");
@@ -277,9 +297,10 @@ async fn tasks_at_awkward_offsets_with_an_all_zero_middle() {
     let tasks = tasks(&url, stat, &dest, &id, &ranges);
     let store = env.s3.store();
     let tuning = WorkerTuning::default();
+    let spool = tuning.spool_budget();
     let runs = tasks
         .iter()
-        .map(|t| worker::run(t, &env.source, &store, &tuning, None));
+        .map(|t| worker::run(t, &env.source, &store, &tuning, &spool, None));
     let reports = futures::future::try_join_all(runs).await.unwrap();
     let mut parts = Vec::new();
     for (r, t) in reports.iter().zip(&tasks) {
@@ -295,11 +316,25 @@ async fn tasks_at_awkward_offsets_with_an_all_zero_middle() {
 }
 
 /// A store whose uploads of one part go to an upload id the server does not know, so the real
-/// server rejects that part (`NoSuchUpload` on S3, a bare 404 on moto).
+/// server rejects that part (`NoSuchUpload` on S3, a bare 404 on moto). It also counts the
+/// uploads in flight and keeps their peak.
 #[derive(Clone)]
 struct RejectPart {
     inner: S3Store,
-    reject: PartNumber,
+    reject: Option<PartNumber>,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl RejectPart {
+    fn new(inner: S3Store, reject: Option<PartNumber>) -> Self {
+        RejectPart {
+            inner,
+            reject,
+            in_flight: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
 }
 
 impl MultipartStore for RejectPart {
@@ -313,12 +348,16 @@ impl MultipartStore for RejectPart {
         n: PartNumber,
         body: PartBody,
     ) -> Result<UploadedPart> {
-        let id = if n == self.reject {
+        let id = if Some(n) == self.reject {
             UploadId::new("no-such-upload").unwrap()
         } else {
             id.clone()
         };
-        self.inner.upload_part(dest, &id, n, body).await
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let uploaded = self.inner.upload_part(dest, &id, n, body).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        uploaded
     }
     async fn complete_upload(
         &self,
@@ -353,13 +392,8 @@ async fn rejected_part(tuning: &WorkerTuning) {
     let (url, stat, _) = env.put("random", DataKind::Random, 64 * MIB).await;
     let (dest, id) = env.create("rejected.gz").await;
     let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
-    let store = RejectPart {
-        inner: env.s3.store(),
-        reject: PartNumber::new(2).unwrap(),
-    };
-    let err = worker::run(task, &env.source, &store, tuning, None)
-        .await
-        .unwrap_err();
+    let store = RejectPart::new(env.s3.store(), Some(PartNumber::new(2).unwrap()));
+    let err = env.run(task, &store, tuning).await.unwrap_err();
     let msg = chain(&err);
     assert!(matches!(err, Error::S3 { .. }), "{msg}");
     assert!(
@@ -371,4 +405,46 @@ async fn rejected_part(tuning: &WorkerTuning) {
     let open = store.inner.list_uploads(BUCKET, "").await.unwrap();
     assert!(open.is_empty(), "uploads left open: {open:?}");
     assert!(store.inner.head_object(&dest).await.unwrap().is_none());
+}
+
+/// Uploads in flight never exceed `uploads_in_flight`, and a spool with room for one part
+/// uploads one part at a time.
+#[tokio::test]
+async fn uploads_in_flight_are_bounded() {
+    let env = env().await;
+    let (url, stat, sha) = env.put("random", DataKind::Random, 96 * MIB).await;
+    let (spool, spooled) = spooling();
+    let cases = [
+        (
+            "two.gz",
+            WorkerTuning {
+                uploads_in_flight: 2,
+                ..WorkerTuning::default()
+            },
+            2,
+        ),
+        (
+            "one.gz",
+            WorkerTuning {
+                spool_limit: Some(40 * MIB),
+                ..spooled
+            },
+            1,
+        ),
+    ];
+    for (key, tuning, most) in cases {
+        let (dest, id) = env.create(key).await;
+        let task = &tasks(&url, stat, &dest, &id, &[(0, stat.size)])[0];
+        let store = RejectPart::new(env.s3.store(), None);
+        let report = env
+            .run(task, &store, &tuning)
+            .await
+            .unwrap_or_else(|e| panic!("worker failed: {}", chain(&e)));
+        assert!(report.parts.len() >= 5, "{key}: {report:?}");
+        let peak = store.peak.load(Ordering::SeqCst);
+        assert!((1..=most).contains(&peak), "{key}: {peak} uploads at once");
+        env.complete_and_check(&dest, &id, &report.parts, &sha)
+            .await;
+    }
+    assert_spool_empty(&spool);
 }

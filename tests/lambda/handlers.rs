@@ -438,7 +438,8 @@ async fn master_refuses_paths_outside_the_allow_list() {
 async fn worker_error(task: Value) -> lambda_runtime::Diagnostic {
     let env = worker_env();
     let store = closed_store();
-    match handle_task(task, &env, &unfetchable(), &store).await {
+    let spool = env.tuning.spool_budget();
+    match handle_task(task, &env, &unfetchable(), &store, &spool).await {
         Ok(r) => panic!("expected an error, got {r:?}"),
         Err(e) => e.into(),
     }

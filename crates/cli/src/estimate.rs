@@ -265,7 +265,7 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
         ));
     }
     if tuning.uploads_in_memory(plan.part_size).is_none() {
-        let slot = gzship_core::worker::spool_slot(plan.part_size).div_ceil(MIB);
+        let slot = gzship_core::spool::spool_slot(plan.part_size).div_ceil(MIB);
         let all = slot * (a.uploads_in_flight as u64 + 1);
         warnings.push(format!(
             "parts of {} are spooled to the worker's /tmp: its EphemeralStorage must be at \

@@ -186,7 +186,7 @@ mod tests {
     #[test]
     fn flags_are_the_registrys_settings() {
         use clap::Parser;
-        let p = Probe::try_parse_from([
+        let given = [
             "probe",
             "--part-memory",
             "64MiB",
@@ -198,27 +198,17 @@ mod tests {
             "2",
             "--task-attempts",
             "5",
+        ];
+        // A known_hosts file and "accept any" both: refused, naming the conflict.
+        let both = [
             "--known-hosts",
             "/etc/ssh/ssh_known_hosts",
             "--insecure-accept-any-host-key",
-        ]);
-        // Both a known_hosts file and "accept any": refused, naming the conflict.
-        let err = p.unwrap().flags.parse().unwrap_err().to_string();
+        ];
+        let p = Probe::try_parse_from(given.iter().chain(&both)).unwrap();
+        let err = p.flags.parse().unwrap_err().to_string();
         assert!(err.contains("one way"), "{err}");
-        let p = Probe::try_parse_from([
-            "probe",
-            "--part-memory",
-            "64MiB",
-            "--retry-delay",
-            "250ms",
-            "--sftp-requests-in-flight",
-            "32",
-            "--uploads-in-flight",
-            "2",
-            "--task-attempts",
-            "5",
-        ])
-        .unwrap();
+        let p = Probe::try_parse_from(given).unwrap();
         let s = p.flags.parse().unwrap();
         assert_eq!(s.worker.part_memory, 64 << 20);
         assert_eq!(s.master.retry.base, std::time::Duration::from_millis(250));

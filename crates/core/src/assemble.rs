@@ -11,13 +11,18 @@
 //! - Part numbers are used in order from the start of the task's window; running past the
 //!   window is an error (the planner sizes windows for the worst case, so that is a bug).
 //!
-//! Memory: in memory, the pending bytes never exceed `part_size + MIN_PART_SIZE + one member`.
-//! With a spool directory, the part being cut goes to a temporary file there instead, and only
-//! the bytes past `part_size` (under `MIN_PART_SIZE + one member`) stay in memory: that is how a
-//! worker keeps its memory bounded when huge sources need parts of hundreds of MiB or GiB.
+//! The assembler does no I/O: it decides where each part starts and ends, numbers it and
+//! computes its CRC32C, and hands the bytes of the part being cut to a [`PartSink`], which
+//! decides where they go: [`MemorySink`] keeps them in memory; the worker's spool
+//! ([`SpoolSink`](crate::spool::SpoolSink)) writes them to a file when parts are too big for
+//! its memory. The parts are the same bytes either way.
+//!
+//! Memory: the assembler itself holds only the bytes past `part_size` (under `MIN_PART_SIZE +
+//! one member`) until they prove that a part can be cut; a [`MemorySink`] adds the part being
+//! cut (`part_size`), a spool sink a write buffer. That is how a worker keeps its memory
+//! bounded when huge sources need parts of hundreds of MiB or GiB.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fmt;
 
 use bytes::BytesMut;
 
@@ -48,17 +53,76 @@ pub struct FinalPart {
     pub padding_members: u64,
 }
 
+/// Where the bytes of the parts being cut go.
+///
+/// Contract: [`write`](Self::write) appends to the part being filled, starting one if none is;
+/// [`finish_part`](Self::finish_part) ends it and returns its body, whose bytes are exactly
+/// those written since the previous `finish_part` (possibly none), with the CRC32C the
+/// assembler computed over them. Dropping a sink drops the part being filled.
+pub trait PartSink: fmt::Debug {
+    /// Appends `bytes` to the part being filled.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+
+    /// Ends the part being filled; `crc32c` is the CRC32C of its bytes.
+    fn finish_part(&mut self, crc32c: u32) -> Result<PartBody>;
+}
+
+impl<K: PartSink + ?Sized> PartSink for Box<K> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        (**self).write(bytes)
+    }
+
+    fn finish_part(&mut self, crc32c: u32) -> Result<PartBody> {
+        (**self).finish_part(crc32c)
+    }
+}
+
+/// A [`PartSink`] that holds each part in memory.
+#[derive(Debug)]
+pub struct MemorySink {
+    buf: BytesMut,
+    part_size: usize,
+}
+
+impl MemorySink {
+    /// A sink for parts of about `part_size` bytes (it allocates that much for each part up
+    /// front, so that filling a part never copies it to grow).
+    pub fn new(part_size: u64) -> Self {
+        MemorySink {
+            buf: BytesMut::new(),
+            part_size: part_size as usize,
+        }
+    }
+}
+
+impl PartSink for MemorySink {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.buf.is_empty() {
+            self.buf.reserve(self.part_size.max(bytes.len()));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finish_part(&mut self, crc32c: u32) -> Result<PartBody> {
+        let bytes = std::mem::take(&mut self.buf).freeze();
+        Ok(PartBody::memory(bytes, crc32c))
+    }
+}
+
 /// Cuts one task's stream of members into parts.
 ///
-/// The bytes of the part being cut (at most `part_size`) are in `current`; bytes past it wait in
-/// `overflow` until at least [`MIN_PART_SIZE`] of them prove that the part can be cut.
+/// The bytes of the part being cut (at most `part_size`, `current_len` of them so far) are in
+/// the sink; bytes past it wait in `overflow` until at least [`MIN_PART_SIZE`] of them prove
+/// that the part can be cut.
 #[derive(Debug)]
-pub struct PartAssembler {
+pub struct PartAssembler<K = MemorySink> {
     window: PartWindow,
     part_size: u64,
     is_last_task: bool,
-    spool: Option<PathBuf>,
-    current: PartWriter,
+    sink: K,
+    current_len: u64,
+    current_crc32c: u32,
     overflow: BytesMut,
     emitted: u32,
     members: u64,
@@ -69,33 +133,26 @@ impl PartAssembler {
     /// and `is_last_task` whether the task ends the job (only then may its last part be short).
     /// Parts are held in memory.
     pub fn new(window: PartWindow, part_size: u64, is_last_task: bool) -> Result<Self> {
-        Self::build(window, part_size, is_last_task, None)
+        Self::with_sink(window, part_size, is_last_task, MemorySink::new(part_size))
     }
+}
 
-    /// Like [`new`](Self::new), but each part is written to a temporary file in `dir` (deleted
-    /// when the part is dropped) instead of memory.
-    pub fn spooled(
+impl<K: PartSink> PartAssembler<K> {
+    /// Like [`new`](PartAssembler::new), but the parts' bytes go to `sink`.
+    pub fn with_sink(
         window: PartWindow,
         part_size: u64,
         is_last_task: bool,
-        dir: &Path,
-    ) -> Result<Self> {
-        Self::build(window, part_size, is_last_task, Some(dir.to_path_buf()))
-    }
-
-    fn build(
-        window: PartWindow,
-        part_size: u64,
-        is_last_task: bool,
-        spool: Option<PathBuf>,
+        sink: K,
     ) -> Result<Self> {
         check_part_size(part_size)?;
         Ok(PartAssembler {
-            current: PartWriter::new(spool.as_deref(), part_size)?,
             window,
             part_size,
             is_last_task,
-            spool,
+            sink,
+            current_len: 0,
+            current_crc32c: 0,
             overflow: BytesMut::new(),
             emitted: 0,
             members: 0,
@@ -106,20 +163,18 @@ impl PartAssembler {
     /// (usually none or one).
     pub fn push(&mut self, member: &[u8]) -> Result<Vec<Part>> {
         self.members += 1;
-        let room = (self.part_size - self.current.len()) as usize;
+        let room = (self.part_size - self.current_len) as usize;
         let (now, later) = member.split_at(room.min(member.len()));
-        self.current.write(now)?;
+        self.fill(now)?;
         self.overflow.extend_from_slice(later);
         let mut parts = Vec::new();
-        // `current` is full whenever `overflow` holds anything, so this is "at least
+        // The current part is full whenever `overflow` holds anything, so this is "at least
         // part_size + MIN_PART_SIZE pending".
         while self.overflow.len() as u64 >= MIN_PART_SIZE {
-            let next = PartWriter::new(self.spool.as_deref(), self.part_size)?;
-            let full = std::mem::replace(&mut self.current, next);
-            parts.push(self.part(full.finish()?)?);
+            parts.push(self.cut()?);
             let moved = self.overflow.len().min(self.part_size as usize);
             let head = self.overflow.split_to(moved);
-            self.current.write(&head)?;
+            self.fill(&head)?;
         }
         Ok(parts)
     }
@@ -134,21 +189,15 @@ impl PartAssembler {
             ));
         }
         let mut tail = std::mem::take(&mut self.overflow).to_vec();
-        let len = self.current.len() + tail.len() as u64;
+        let len = self.current_len + tail.len() as u64;
         let mut padding_members = 0;
         if self.emitted == 0 && len < MIN_PART_SIZE && !self.is_last_task {
             padding_members = gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
         }
-        // The final part may exceed `part_size` (by under MIN_PART_SIZE): the writer allows it.
-        let empty = PartWriter::Memory {
-            buf: BytesMut::new(),
-            crc32c: 0,
-        };
-        let mut current = std::mem::replace(&mut self.current, empty);
-        current.write(&tail)?;
-        let body = current.finish()?;
+        // The final part may exceed `part_size` (by under MIN_PART_SIZE).
+        self.fill(&tail)?;
         Ok(FinalPart {
-            part: self.part(body)?,
+            part: self.cut()?,
             padding_members,
         })
     }
@@ -158,7 +207,19 @@ impl PartAssembler {
         self.emitted
     }
 
-    fn part(&mut self, data: PartBody) -> Result<Part> {
+    /// Adds `bytes` to the part being cut.
+    fn fill(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.sink.write(bytes)?;
+        self.current_crc32c = crc32c::crc32c_append(self.current_crc32c, bytes);
+        self.current_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the part being cut and numbers it.
+    fn cut(&mut self) -> Result<Part> {
         let number = self
             .window
             .nth(self.emitted)
@@ -166,94 +227,13 @@ impl PartAssembler {
                 needed: self.window.first().get() + self.emitted,
                 last: self.window.last(),
             })?;
+        let data = self.sink.finish_part(self.current_crc32c)?;
+        self.current_len = 0;
+        self.current_crc32c = 0;
         self.emitted += 1;
         Ok(Part { number, data })
     }
 }
-
-/// Where the part being cut accumulates, with its running CRC32C.
-#[derive(Debug)]
-enum PartWriter {
-    Memory {
-        buf: BytesMut,
-        crc32c: u32,
-    },
-    File {
-        file: std::io::BufWriter<std::fs::File>,
-        path: tempfile::TempPath,
-        len: u64,
-        crc32c: u32,
-    },
-}
-
-impl PartWriter {
-    fn new(spool: Option<&Path>, part_size: u64) -> Result<Self> {
-        let Some(dir) = spool else {
-            return Ok(PartWriter::Memory {
-                buf: BytesMut::with_capacity(part_size as usize),
-                crc32c: 0,
-            });
-        };
-        let (file, path) = tempfile::Builder::new()
-            .prefix(SPOOL_PREFIX)
-            .tempfile_in(dir)
-            .map_err(|e| Error::io("create spool file in", dir, e))?
-            .into_parts();
-        Ok(PartWriter::File {
-            file: std::io::BufWriter::with_capacity(1 << 20, file),
-            path,
-            len: 0,
-            crc32c: 0,
-        })
-    }
-
-    fn len(&self) -> u64 {
-        match self {
-            PartWriter::Memory { buf, .. } => buf.len() as u64,
-            PartWriter::File { len, .. } => *len,
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        match self {
-            PartWriter::Memory { buf, crc32c } => {
-                *crc32c = crc32c::crc32c_append(*crc32c, bytes);
-                buf.extend_from_slice(bytes);
-            }
-            PartWriter::File {
-                file,
-                path,
-                len,
-                crc32c,
-            } => {
-                file.write_all(bytes)
-                    .map_err(|e| Error::io("write spool file", path, e))?;
-                *crc32c = crc32c::crc32c_append(*crc32c, bytes);
-                *len += bytes.len() as u64;
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<PartBody> {
-        match self {
-            PartWriter::Memory { buf, crc32c } => Ok(PartBody::memory(buf.freeze(), crc32c)),
-            PartWriter::File {
-                file,
-                path,
-                len,
-                crc32c,
-            } => {
-                file.into_inner()
-                    .map_err(|e| Error::io("flush spool file", &path, e.into_error()))?;
-                Ok(PartBody::spooled(path, len, crc32c))
-            }
-        }
-    }
-}
-
-/// File names of spooled parts start with this (a Lambda worker clears stale ones at start).
-pub const SPOOL_PREFIX: &str = ".gzship-part-";
 
 /// Validates a target part size against S3's limits as the assembler uses it.
 pub fn check_part_size(part_size: u64) -> Result<()> {
@@ -297,6 +277,7 @@ pub fn parts_needed(compressed: u64, part_size: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::SpoolSink;
     use crate::store::body::Content;
     use crate::types::MIB;
     use proptest::prelude::*;
@@ -305,14 +286,14 @@ mod tests {
         PartWindow::new(PartNumber::new(first).unwrap(), count).unwrap()
     }
 
-    /// Feeds members of the given sizes (filled with a running byte counter) to an in-memory
-    /// and a spooling assembler, checks both cut the same parts (bytes and CRC32C), and returns
-    /// the in-memory ones.
+    /// Feeds members of the given sizes (filled with a running byte counter) to an assembler
+    /// with a memory sink and one with a spool sink, checks both cut the same parts (bytes and
+    /// CRC32C), and returns the in-memory ones.
     fn run(sizes: &[usize], part_size: u64, last: bool, win: PartWindow) -> Result<Vec<Part>> {
         let dir = tempfile::tempdir().unwrap();
         let memory = feed(PartAssembler::new(win, part_size, last)?, sizes)?;
         let spooled = feed(
-            PartAssembler::spooled(win, part_size, last, dir.path())?,
+            PartAssembler::with_sink(win, part_size, last, SpoolSink::new(dir.path()))?,
             sizes,
         )?;
         assert_eq!(memory.len(), spooled.len());
@@ -330,7 +311,7 @@ mod tests {
         Ok(memory)
     }
 
-    fn feed(mut a: PartAssembler, sizes: &[usize]) -> Result<Vec<Part>> {
+    fn feed<K: PartSink>(mut a: PartAssembler<K>, sizes: &[usize]) -> Result<Vec<Part>> {
         let mut parts = Vec::new();
         let mut counter = 0u8;
         for &n in sizes {

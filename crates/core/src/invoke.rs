@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::source::Source;
+use crate::spool::SpoolBudget;
 use crate::store::MultipartStore;
 use crate::wire::{Task, TaskReport};
 use crate::worker::{self, Progress, WorkerTuning};
@@ -28,21 +29,27 @@ pub trait Invoker: Send + Sync {
     }
 }
 
-/// Runs tasks as in-process workers, all against one source server and one store.
+/// Runs tasks as in-process workers, all against one source server and one store, sharing
+/// one spool budget.
 #[derive(Debug, Clone)]
 pub struct LocalInvoker<S, M> {
     source: Arc<S>,
     store: M,
     tuning: WorkerTuning,
+    /// The tasks of this invoker run at once and spool into one directory: each must see the
+    /// others' reservations.
+    spool: SpoolBudget,
     progress: Option<Arc<Progress>>,
 }
 
 impl<S: Source, M: MultipartStore + Clone + 'static> LocalInvoker<S, M> {
-    /// An invoker whose workers read from `source` and upload to `store`.
+    /// An invoker whose workers read from `source` and upload to `store`, spooling within one
+    /// budget of `tuning`'s spool directory ([`WorkerTuning::spool_budget`]). Make one per job.
     pub fn new(source: Arc<S>, store: M, tuning: WorkerTuning) -> Self {
         LocalInvoker {
             source,
             store,
+            spool: tuning.spool_budget(),
             tuning,
             progress: None,
         }
@@ -64,6 +71,7 @@ impl<S: Source, M: MultipartStore + Clone + 'static> Invoker for LocalInvoker<S,
             self.source.as_ref(),
             &self.store,
             &self.tuning,
+            &self.spool,
             self.progress.as_deref(),
         )
         .await

@@ -7,7 +7,8 @@
 //! - [`plan`]: the planner: file size and tuning in, tasks (ranges, part windows) and part size
 //!   out, holding S3's rules for any data.
 //! - [`gzip`]: framing: one block of input becomes one complete gzip member; padding members.
-//! - [`assemble`]: the part assembler: a task's ordered members in, legal parts out.
+//! - [`assemble`]: the part assembler: a task's ordered members in, legal parts out, their
+//!   bytes handed to a sink (memory, or the spool).
 //! - [`wire`]: the JSON messages: job request, task, task report, job report.
 //! - [`source`]: the [`Source`](source::Source) trait and its SFTP adapter.
 //! - [`store`]: the [`MultipartStore`](store::MultipartStore) contract and the
@@ -18,6 +19,8 @@
 //! - `invoke_lambda` (feature `lambda`): the AWS Lambda invoker and the worker error types that
 //!   cross the wire.
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
+//! - [`spool`]: parts too big for memory: the spool directory's budget, the spool file sink,
+//!   stale-file cleanup.
 //! - [`sdk`]: one classification of AWS SDK errors as retryable or not.
 //! - [`settings`]: the one settings surface: every knob's name, unit, default and doc, parsed
 //!   once from the CLI's flags or a function's environment.
@@ -40,6 +43,7 @@ pub mod plan;
 pub mod sdk;
 pub mod settings;
 pub mod source;
+pub mod spool;
 pub mod store;
 pub mod types;
 pub mod wire;

@@ -120,6 +120,7 @@ where
             "concurrency and task_attempts must be at least 1",
         ));
     }
+    config.retry.validate()?;
 
     let stat = source.stat(&request.source.path).await?;
     if !stat.is_file {

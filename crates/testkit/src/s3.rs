@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use gzship_core::backoff::Backoff;
 use gzship_core::store::s3::{S3Config, S3Store};
 
 /// The static access key tests sign with (moto accepts any).
@@ -54,8 +55,11 @@ main(sys.argv[2:])
 
 /// How long moto may take to start listening (importing moto alone takes about a second).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often readiness is polled while moto starts.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Wait between readiness checks while moto starts: short at first, at most 100 ms apart.
+const POLL: Backoff = Backoff {
+    base: Duration::from_millis(10),
+    max: Duration::from_millis(100),
+};
 /// Attempts to start on a free port (another process may take the port between our probe and
 /// moto's bind).
 const START_ATTEMPTS: u32 = 3;
@@ -114,6 +118,7 @@ impl S3Server {
             dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
+        let mut attempt = 0;
         loop {
             if let Some(status) = server.child_exited() {
                 let log = server.log();
@@ -133,7 +138,8 @@ impl S3Server {
                     server.log()
                 ));
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            attempt += 1;
+            tokio::time::sleep(POLL.delay(attempt)).await;
         }
     }
 

@@ -19,9 +19,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use gzship_core::backoff::Backoff;
+
 const SSHD: &str = "/usr/sbin/sshd";
 const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
 const INSTALL_HINT: &str = "run scripts/install-test-deps.sh (apt-get install openssh-server)";
+
+/// Wait between checks for something sshd or the system is about to do (accept connections,
+/// end killed sessions, release /etc/shadow's lock): short at first, since it usually takes
+/// milliseconds, and bounded by each loop's deadline or attempt count.
+const POLL: Backoff = Backoff {
+    base: Duration::from_millis(5),
+    max: Duration::from_millis(100),
+};
 
 /// The user that logs in with a password (see the module docs).
 pub const PASSWORD_USER: &str = "gzship-test";
@@ -258,13 +268,15 @@ impl Sshd {
         // Some may already have exited: ignore kill's status, then check /proc.
         let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut attempt = 0;
         while all.iter().any(|p| is_alive(*p)) {
             assert!(
                 Instant::now() < deadline,
                 "sessions {all:?} of sshd {} did not die",
                 self.pid()
             );
-            std::thread::sleep(Duration::from_millis(5));
+            attempt += 1;
+            std::thread::sleep(POLL.delay(attempt));
         }
         sessions.len()
     }
@@ -410,6 +422,7 @@ fn set_mode(path: &Path, mode: u32) {
 fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut attempt = 0;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("sshd exited with {status}"));
@@ -424,7 +437,8 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
         if Instant::now() > deadline {
             return Err("sshd did not answer within 20 s".into());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        attempt += 1;
+        std::thread::sleep(POLL.delay(attempt));
     }
 }
 
@@ -469,8 +483,8 @@ fn ensure_password_user() {
         );
     }
     // chpasswd fails while another process holds /etc/shadow's lock: retry a bounded number
-    // of times.
-    for _ in 0..50 {
+    // of times (50 waits of at most 100 ms).
+    for attempt in 1..=50 {
         let mut child = Command::new("chpasswd")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -483,7 +497,7 @@ fn ensure_password_user() {
         if child.wait().is_ok_and(|s| s.success()) && has_password(&shadow_hash()) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(POLL.delay(attempt));
     }
     panic!("could not set the password of {PASSWORD_USER} with chpasswd");
 }

@@ -27,7 +27,6 @@ use aws_sdk_s3::types::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 
 use super::body::Content;
 use super::{
@@ -156,20 +155,21 @@ impl S3Store {
         S3Store { client }
     }
 
-    /// The underlying client.
+    /// The underlying client (tests only: feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn client(&self) -> &Client {
         &self.client
     }
 
-    /// Uploads a part with the given CRC32C instead of the body's own. Only for tests of how a
-    /// server treats a bad checksum.
-    #[doc(hidden)]
+    /// Uploads a part with the given CRC32C instead of the body's own, for tests of how a
+    /// server treats a bad checksum (feature `testing`).
+    #[cfg(feature = "testing")]
     pub async fn upload_part_with_crc32c(
         &self,
         dest: &ObjectUrl,
         upload_id: &UploadId,
         number: PartNumber,
-        body: Bytes,
+        body: bytes::Bytes,
         crc32c: u32,
     ) -> Result<UploadedPart> {
         let body = PartBody::memory(body, crc32c);
@@ -178,8 +178,15 @@ impl S3Store {
 
     /// Whether the object at `dest` is the one `parts` complete to: same size and same
     /// composite CRC32C (the CRC32C of the parts' CRC32Cs, which S3 reports as `<crc>-<count>`).
-    /// Any failure to tell (no object, no checksum, an error) counts as "no".
+    /// Any failure to tell (no object, no checksum, an error) counts as "no". Public for the
+    /// conformance tests only (feature `testing`); a retried Complete uses it.
+    #[cfg(feature = "testing")]
     pub async fn holds_parts(&self, dest: &ObjectUrl, parts: &[UploadedPart]) -> bool {
+        self.is_completed_from(dest, parts).await
+    }
+
+    /// See [`Self::holds_parts`].
+    async fn is_completed_from(&self, dest: &ObjectUrl, parts: &[UploadedPart]) -> bool {
         let Ok(head) = self
             .client
             .head_object()
@@ -322,7 +329,7 @@ impl MultipartStore for S3Store {
             // attempt did complete, the retry finds no upload. The object at the key, if it
             // has exactly these parts' size and composite CRC32C, is ours: report success.
             Err(e) if e.code() == Some("NoSuchUpload") => {
-                if self.holds_parts(dest, parts).await {
+                if self.is_completed_from(dest, parts).await {
                     Ok(())
                 } else {
                     Err(s3_error(OP, dest, e))

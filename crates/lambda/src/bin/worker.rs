@@ -20,11 +20,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let env = WorkerEnv::from_lookup(&env_var).context("read the worker's configuration")?;
-    // A worker killed by its timeout leaves its spooled parts in /tmp, which outlives it.
-    let spool = &env.tuning.spool_dir;
-    match gzship_core::worker::clear_spool(spool) {
+    // One budget for the process: its invocations share /tmp. A worker killed by its timeout
+    // leaves its spooled parts there, and /tmp outlives it.
+    let spool = env.tuning.spool_budget();
+    match spool.clear_stale() {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(files = n, dir = %spool.display(), "deleted stale spool files"),
+        Ok(n) => {
+            tracing::warn!(files = n, dir = %spool.dir().display(), "deleted stale spool files")
+        }
         Err(e) => tracing::warn!(error = %gzship_core::error::chain(&e), "could not clear spool"),
     }
     let sdk = load_sdk_config().await;
@@ -32,9 +35,9 @@ async fn main() -> anyhow::Result<()> {
     let secrets = matches!(env.ssh.credentials, CredentialSource::SecretsManager(_))
         .then(|| aws_sdk_secretsmanager::Client::new(&sdk));
     let credentials = Credentials::new(env.ssh.credentials.clone(), secrets);
-    let (env, credentials, store) = (&env, &credentials, &store);
+    let (env, credentials, store, spool) = (&env, &credentials, &store, &spool);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let result = handle_task(event.payload, env, credentials, store).await;
+        let result = handle_task(event.payload, env, credentials, store, spool).await;
         if let Err(e) = &result {
             log_failure(e);
         }

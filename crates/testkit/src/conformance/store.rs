@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use gzship_core::assemble::PartAssembler;
 use gzship_core::error::chain;
+use gzship_core::spool::SpoolSink;
 use gzship_core::store::body::Content;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::S3Store;
@@ -524,7 +525,8 @@ pub async fn spooled_parts_upload_from_their_files(
 ) {
     let spool = tempfile::tempdir().unwrap();
     let window = PartWindow::new(part(1), 2).unwrap();
-    let mut assembler = PartAssembler::spooled(window, MIN_PART_SIZE, true, spool.path()).unwrap();
+    let sink = SpoolSink::new(spool.path());
+    let mut assembler = PartAssembler::with_sink(window, MIN_PART_SIZE, true, sink).unwrap();
     let (a, b) = (body(60, 7 * MIB as usize), body(61, 3 * MIB as usize + 17));
     let mut parts = assembler.push(&a).unwrap();
     parts.extend(assembler.push(&b).unwrap());

@@ -274,9 +274,6 @@ pub(super) async fn connect(shared: &Shared) -> Result<Connection> {
     }
 }
 
-/// `base * 2^(attempt-1)` capped at `max`, drawn uniformly in `[d/2, d]` so that many workers
-/// refused together do not come back together.
-
 async fn connect_once(shared: &Shared) -> std::result::Result<Connection, AttemptError> {
     let cfg = &shared.config;
     let socket = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
