@@ -2,16 +2,14 @@
 //! `conformance::store`): its storage modes and ETag kinds, the part checksum it checks and moto
 //! does not, paged listings, and the `put` client; through gzship's real `S3Store`.
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
-use futures::TryStreamExt;
+use gzship_core::ObjectUrl;
 use gzship_core::error::chain;
 use gzship_core::store::s3::S3Store;
-use gzship_core::store::{MultipartStore, ObjectMeta, ObjectStore, UploadedPart};
+use gzship_core::store::{MultipartStore, ObjectStore, UploadedPart};
 use gzship_core::types::MIN_PART_SIZE;
-use gzship_core::{ObjectUrl, PartNumber};
 use gzship_s3lite::{Config, EtagKind, Server, Storage};
+use gzship_testkit::conformance::store::{meta, part, read_all};
 use gzship_testkit::data::{DataKind, generate};
 
 const BUCKET: &str = "bench";
@@ -32,28 +30,6 @@ fn dest(key: &str) -> ObjectUrl {
     format!("s3://{BUCKET}/{key}").parse().unwrap()
 }
 
-fn meta() -> ObjectMeta {
-    ObjectMeta {
-        content_type: "application/gzip".into(),
-        metadata: BTreeMap::from([("gzship-source".to_string(), "sftp://h/x".to_string())]),
-    }
-}
-
-fn n(p: u32) -> PartNumber {
-    PartNumber::new(p).unwrap()
-}
-
-async fn read_all(store: &S3Store, dest: &ObjectUrl) -> Vec<u8> {
-    let chunks: Vec<Bytes> = store
-        .get_object(dest)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    chunks.concat()
-}
-
 /// Create, upload parts with a gap and out of order, list, complete, head, get: the object is
 /// the parts' bytes in part-number order, with gzship's metadata and S3's composite CRC32C.
 async fn round_trip(storage: Storage, etag: EtagKind) {
@@ -69,7 +45,7 @@ async fn round_trip(storage: Storage, etag: EtagKind) {
     for (num, body) in [(9, c.clone()), (1, a.clone()), (4, b.clone())] {
         parts.push(
             store
-                .upload_part(&d, &id, n(num), body.into())
+                .upload_part(&d, &id, part(num), body.into())
                 .await
                 .unwrap(),
         );
@@ -144,7 +120,7 @@ async fn discarded_bodies_still_complete_and_head() {
     let d = dest("k");
     let id = store.create_upload(&d, &meta()).await.unwrap();
     let p = store
-        .upload_part(&d, &id, n(1), Bytes::from_static(b"x").into())
+        .upload_part(&d, &id, part(1), Bytes::from_static(b"x").into())
         .await
         .unwrap();
     store
@@ -166,7 +142,7 @@ async fn a_part_with_a_wrong_crc32c_is_bad_digest() {
     let d = dest("bad");
     let id = store.create_upload(&d, &meta()).await.unwrap();
     let err = store
-        .upload_part_with_crc32c(&d, &id, n(1), Bytes::from_static(b"abc"), 1)
+        .upload_part_with_crc32c(&d, &id, part(1), Bytes::from_static(b"abc"), 1)
         .await
         .unwrap_err();
     assert_eq!(err.s3_code(), Some("BadDigest"), "{}", chain(&err));
@@ -182,7 +158,7 @@ async fn listings_page() {
     let id = store.create_upload(&d, &meta()).await.unwrap();
     for p in 1..=5 {
         store
-            .upload_part(&d, &id, n(p * 2), Bytes::from_static(b"p").into())
+            .upload_part(&d, &id, part(p * 2), Bytes::from_static(b"p").into())
             .await
             .unwrap();
     }
