@@ -15,6 +15,8 @@ use gzship_testkit::decode::assert_decodes;
 use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
 use gzship_testkit::sshd::Sshd;
 
+mod resume;
+
 const BUCKET: &str = "e2e";
 
 struct Env {
@@ -277,36 +279,6 @@ async fn source_truncated_mid_job_fails_and_aborts() {
     env.assert_no_open_uploads().await;
     let dest: ObjectUrl = format!("s3://{BUCKET}/t.gz").parse().unwrap();
     assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
-}
-
-/// Ctrl-C (SIGINT) mid-job stops the tasks, deletes the spooled parts and aborts the upload;
-/// gzship exits with 130.
-#[tokio::test]
-async fn interrupted_job_aborts_its_upload_and_spool() {
-    let env = env().await;
-    env.write("big.bin", DataKind::Random, 96 * MIB, 5);
-    let spool = tempfile::tempdir().unwrap();
-    let spool_dir = spool.path().to_str().unwrap();
-    let child = env.start_job(
-        "big.bin",
-        "interrupted.gz",
-        &["--part-memory", "0", "--spool-dir", spool_dir],
-    );
-    wait_for_first_part(&env, "interrupted.gz").await;
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("the upload was aborted"), "{err}");
-    env.assert_no_open_uploads().await;
-    let dest: ObjectUrl = format!("s3://{BUCKET}/interrupted.gz").parse().unwrap();
-    assert!(env.s3.store().head_object(&dest).await.unwrap().is_none());
-    let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
-    assert!(left.is_empty(), "spool files left: {left:?}");
 }
 
 /// Polls the server until the upload to `key` has a part (bounded: 60 s).

@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Args;
 
 use gzship_core::config::Secret;
+use gzship_core::job::{self, JobRef};
 use gzship_core::master::MasterConfig;
 use gzship_core::plan::Tuning;
 use gzship_core::source::sftp::{HostKeyPolicy, SftpConfig, SftpSource, SshAuth};
@@ -93,15 +94,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let shown = out.display().to_string();
+    let place = crate::jobs::Place {
+        store: store.clone(),
+        dir: out.parent().map(|d| d.to_path_buf()),
+    };
+    let config = MasterConfig::default();
+    let at = JobRef::new(&dest.bucket, &config.jobs_prefix, &job::new_id(&dest))?;
+    // The demo's server ends with the demo: a stopped demo is aborted, not kept resumable.
     let report = crate::run_job(
-        &request,
+        crate::Job::New(&request),
+        &at,
         source.clone(),
-        store.clone(),
-        &MasterConfig::default(),
+        &place,
+        &config,
         &gzship_core::worker::WorkerTuning::default(),
-        &shown,
     )
-    .await?;
+    .await
+    .with_context(|| format!("ship {source_url} to {shown}"))?;
     crate::print_report(&report, &shown, args.json)?;
 
     let verified = crate::verify::verify(source.as_ref(), &source_url, &store, &dest, true)

@@ -31,7 +31,30 @@ impl Groups for RunGroups {
         Group::Master,
         Group::Worker,
         Group::S3,
+        Group::Records,
     ];
+}
+
+/// `gzship resume`: everything a local job uses but its shape, which the record holds.
+#[derive(Debug, Clone, Copy)]
+pub struct ResumeGroups;
+impl Groups for ResumeGroups {
+    const GROUPS: &'static [Group] = &[
+        Group::Ssh,
+        Group::Access,
+        Group::Sftp,
+        Group::Master,
+        Group::Worker,
+        Group::S3,
+        Group::Records,
+    ];
+}
+
+/// `gzship jobs` and `gzship abort`: the store and where its records are.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordGroups;
+impl Groups for RecordGroups {
+    const GROUPS: &'static [Group] = &[Group::S3, Group::Records];
 }
 
 /// `gzship plan`: the source and the job's shape.

@@ -2,12 +2,13 @@
 //! object, with the workers as in-process tasks.
 //!
 //! Modules: `ssh` (credentials and host-key flags -> SFTP source), `store` (S3 or local
-//! destination), `progress` (the terminal progress bar), `verify`, `demo`, `estimate` (plan, time
-//! and cost of a job on Lambda).
+//! destination), `jobs` (unfinished jobs: list, locate, abort), `progress` (the terminal
+//! progress bar), `verify`, `demo`, `estimate` (plan, time and cost of a job on Lambda).
 
 mod demo;
 mod estimate;
 mod flags;
+mod jobs;
 mod progress;
 mod ssh;
 mod store;
@@ -22,6 +23,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use gzship_core::invoke::LocalInvoker;
+use gzship_core::job::{self, JobRef};
 use gzship_core::master::{self, MasterConfig};
 use gzship_core::plan;
 use gzship_core::settings;
@@ -29,9 +31,9 @@ use gzship_core::source::Source;
 use gzship_core::types::{GIB, KIB, MIB, TIB};
 use gzship_core::wire::{JobReport, JobRequest};
 use gzship_core::worker::{Progress, WorkerTuning};
-use gzship_core::{ObjectUrl, SourceUrl};
+use gzship_core::SourceUrl;
 
-use flags::{Flags, PlanGroups, RunGroups, VerifyGroups};
+use flags::{Flags, PlanGroups, RecordGroups, ResumeGroups, RunGroups, VerifyGroups};
 
 /// Ship one huge file from an SFTP server into S3 as one gzip object.
 #[derive(Debug, Parser)]
@@ -59,6 +61,43 @@ enum Command {
         /// Print the job report as one JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// List the unfinished jobs recorded beside the destinations in a bucket or directory:
+    /// interrupted or failed runs that `gzship resume` can continue.
+    Jobs {
+        /// s3://bucket[/prefix] (jobs whose destination is under the prefix), or a directory
+        /// of local destinations.
+        #[arg(default_value = ".")]
+        location: String,
+        #[command(flatten)]
+        flags: Flags<RecordGroups>,
+        /// Print the jobs as one JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Abort the listed jobs that started longer ago than this (e.g. 7d): their uploads
+        /// are aborted and their records removed.
+        #[arg(long, value_parser = settings::parse_duration, value_name = "DURATION")]
+        abort_older_than: Option<Duration>,
+    },
+    /// Continue an unfinished job: tasks already done are skipped, the others run, the upload
+    /// completes. JOB is what `gzship jobs` prints, or the job's destination.
+    Resume {
+        /// The job's record (s3://bucket/.gzship/jobs/ID or DIR/.gzship/jobs/ID) or its
+        /// destination.
+        job: String,
+        #[command(flatten)]
+        flags: Flags<ResumeGroups>,
+        /// Print the job report as one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abort an unfinished job: abort its multipart upload and remove its record.
+    Abort {
+        /// The job's record (s3://bucket/.gzship/jobs/ID or DIR/.gzship/jobs/ID) or its
+        /// destination.
+        job: String,
+        #[command(flatten)]
+        flags: Flags<RecordGroups>,
     },
     /// Print the plan (tasks, ranges, part windows, part size) without uploading.
     Plan {
@@ -123,7 +162,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            match e.downcast_ref::<gzship_core::Error>() {
+            let cause = e
+                .downcast_ref::<Stopped>()
+                .map(|s| &s.cause)
+                .or_else(|| e.downcast_ref::<gzship_core::Error>());
+            match cause {
                 // Interrupted by a signal: the shell's convention for SIGINT.
                 Some(gzship_core::Error::Cancelled { .. }) => ExitCode::from(130),
                 _ => ExitCode::FAILURE,
@@ -158,16 +201,86 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 level: settings.level,
                 tuning: settings.tuning.clone(),
             };
-            let report = run_job(
-                &request,
-                sftp,
+            let place = jobs::Place {
+                dir: match &store {
+                    store::AnyStore::Local(_) => std::path::absolute(&destination)
+                        .ok()
+                        .and_then(|p| p.parent().map(|d| d.to_path_buf())),
+                    store::AnyStore::S3(_) => None,
+                },
                 store,
-                &settings.master,
+            };
+            let job_id = job::new_id(&request.destination);
+            let at = JobRef::new(
+                &request.destination.bucket,
+                &settings.master.jobs_prefix,
+                &job_id,
+            )?;
+            let report = run_job(
+                Job::New(&request),
+                &at,
+                sftp,
+                &place,
+                &resumable(&settings.master),
                 &settings.worker,
-                &destination,
+            )
+            .await
+            .with_context(|| format!("ship {} to {destination}", request.source))?;
+            print_report(&report, &destination, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Jobs {
+            location,
+            flags,
+            json,
+            abort_older_than,
+        } => {
+            let settings = flags.parse()?;
+            jobs::list(
+                &location,
+                &settings.s3,
+                &settings.master.jobs_prefix,
+                json,
+                abort_older_than,
             )
             .await?;
-            print_report(&report, &destination, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { job, flags, json } => {
+            let settings = flags.parse()?;
+            let prefix = &settings.master.jobs_prefix;
+            let (place, at) = jobs::locate(&job, &settings.s3, prefix).await?;
+            let record = at.read_existing(&place.store).await?;
+            let sftp = Arc::new(ssh::source(&settings, &record.source)?);
+            let shown = place.show(&record.destination);
+            let report = run_job(
+                Job::Resume,
+                &at,
+                sftp,
+                &place,
+                &resumable(&settings.master),
+                &settings.worker,
+            )
+            .await
+            .with_context(|| format!("resume {} -> {shown}", record.source))?;
+            print_report(&report, &shown, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Abort { job, flags } => {
+            let settings = flags.parse()?;
+            let prefix = &settings.master.jobs_prefix;
+            let (place, at) = jobs::locate(&job, &settings.s3, prefix).await?;
+            let shown = place.show_job(&at);
+            let done = at.recorded_tasks(&place.store).await?.len();
+            let record = master::abort_job(&at, &place.store)
+                .await
+                .with_context(|| format!("abort the job {shown}"))?;
+            println!(
+                "aborted {shown}: {} -> {} ({done} of {} tasks were done)",
+                record.source,
+                place.show(&record.destination),
+                record.plan.tasks.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {
@@ -236,70 +349,133 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs a job with in-process workers and a progress bar on a terminal.
+/// `gzship run` and `gzship resume` leave a job that stops for a retryable reason resumable.
+fn resumable(config: &MasterConfig) -> MasterConfig {
+    MasterConfig {
+        resumable: true,
+        ..config.clone()
+    }
+}
+
+/// A job to run: a new one, or the one recorded where `run_job` is pointed.
+enum Job<'a> {
+    New(&'a JobRequest),
+    Resume,
+}
+
+/// Runs (or resumes) a job with in-process workers and a progress bar on a terminal. With
+/// `config.resumable`, a job that stops for a reason retrying can fix (including Ctrl-C) stays
+/// resumable, and the error says how to resume or abort it.
 async fn run_job<S: Source + 'static>(
-    request: &JobRequest,
+    job: Job<'_>,
+    at: &JobRef,
     source: Arc<S>,
-    store: store::AnyStore,
+    place: &jobs::Place,
     config: &MasterConfig,
     worker: &WorkerTuning,
-    shown_destination: &str,
 ) -> anyhow::Result<JobReport> {
+    let store = &place.store;
     let progress = Arc::new(Progress::default());
     let invoker = LocalInvoker::new(source.clone(), store.clone(), worker.clone())
         .with_progress(progress.clone());
     let bar = progress::Bar::start(progress.clone());
-    let job_id = job_id(&request.destination);
-    let watcher = tokio::spawn(cancel_on_signal(config.cancel.clone()));
-    let result = master::run(
-        request,
-        &job_id,
-        source.as_ref(),
-        &store,
-        &invoker,
-        config,
-        Some(&progress),
-    )
-    .await;
+    let watcher = tokio::spawn(cancel_on_signal(config.cancel.clone(), config.resumable));
+    let result = match job {
+        Job::New(request) => {
+            master::run(
+                request,
+                &at.id,
+                source.as_ref(),
+                store,
+                &invoker,
+                config,
+                Some(&progress),
+            )
+            .await
+        }
+        Job::Resume => {
+            master::resume(
+                at,
+                source.as_ref(),
+                store,
+                &invoker,
+                config,
+                Some(&progress),
+            )
+            .await
+        }
+    };
     watcher.abort();
     bar.finish(result.is_ok());
-    result.with_context(|| format!("ship {} to {shown_destination}", request.source))
+    match result {
+        Ok(report) => Ok(report),
+        Err(e) if master::leaves_resumable(&e) && matches!(at.read(store).await, Ok(Some(_))) => {
+            let shown = place.show_job(at);
+            Err(Stopped {
+                hint: format!(
+                    "the job can be resumed: `gzship resume {shown}` continues it (tasks \
+                     already done are skipped); `gzship abort {shown}` discards it"
+                ),
+                cause: e,
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
+/// A job that stopped and stays resumable: the cause, then how to resume or abort it.
+#[derive(Debug)]
+struct Stopped {
+    cause: gzship_core::Error,
+    hint: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n{}",
+            gzship_core::error::chain(&self.cause),
+            self.hint
+        )
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 /// On Ctrl-C (SIGINT) or SIGTERM, cancels the job: its tasks stop, spooled parts are deleted
-/// and the upload is aborted, so nothing is left behind. A second signal exits at once.
-async fn cancel_on_signal(cancel: master::CancellationToken) {
+/// and the job stays resumable (its upload and record are kept) or, when not `resumable`, is
+/// aborted. A second signal exits at once.
+async fn cancel_on_signal(cancel: master::CancellationToken, resumable: bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) else {
-        tracing::warn!("cannot watch for Ctrl-C: an interrupted job leaves its upload open");
+        tracing::warn!("cannot watch for Ctrl-C: an interrupted job stops without a message");
         return;
     };
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    eprintln!(
-        "\ninterrupted: stopping the tasks and aborting the upload (again to quit at once, \
-         leaving the upload for the bucket's lifecycle rule)"
-    );
+    if resumable {
+        eprintln!(
+            "\ninterrupted: stopping the tasks; the job stays resumable (again to quit at once)"
+        );
+    } else {
+        eprintln!(
+            "\ninterrupted: stopping the tasks and aborting the upload (again to quit at once, \
+             leaving the upload for the bucket's lifecycle rule)"
+        );
+    }
     cancel.cancel();
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
     std::process::exit(130);
-}
-
-/// A job id that is unique enough for logs: the key's file name and the start time.
-fn job_id(dest: &ObjectUrl) -> String {
-    let name = dest.file_name();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    format!("{name}-{}", now.as_millis())
 }
 
 fn print_report(report: &JobReport, destination: &str, json: bool) -> anyhow::Result<()> {
@@ -309,7 +485,7 @@ fn print_report(report: &JobReport, destination: &str, json: bool) -> anyhow::Re
         println!("{value}");
     } else {
         println!(
-            "shipped {} to {destination}\n  {} -> {} (ratio {:.2}), {} parts, {} tasks, \
+            "shipped {} to {destination}\n  {} -> {} (ratio {:.2}), {} parts, {} tasks{}, \
              {:.1} s, {:.1} MB/s, crc32 {:08x}",
             report.source,
             human(report.source_bytes),
@@ -317,6 +493,11 @@ fn print_report(report: &JobReport, destination: &str, json: bool) -> anyhow::Re
             report.ratio,
             report.parts,
             report.tasks,
+            if report.resumed_tasks > 0 {
+                format!(" ({} done before the resume)", report.resumed_tasks)
+            } else {
+                String::new()
+            },
             report.seconds,
             report.mb_per_s,
             report.crc32

@@ -5,7 +5,7 @@ use gzship_core::source::ByteStream;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store, load_sdk_config};
 use gzship_core::store::{
-    ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
 };
 use gzship_core::{ObjectUrl, PartNumber, UploadId};
 
@@ -98,5 +98,17 @@ impl ObjectStore for AnyStore {
 
     async fn head_object(&self, dest: &ObjectUrl) -> Result<Option<(u64, ObjectMeta)>> {
         dispatch!(self, s => s.head_object(dest).await)
+    }
+
+    async fn put_object(&self, dest: &ObjectUrl, body: bytes::Bytes) -> Result<()> {
+        dispatch!(self, s => s.put_object(dest, body).await)
+    }
+
+    async fn delete_object(&self, dest: &ObjectUrl) -> Result<()> {
+        dispatch!(self, s => s.delete_object(dest).await)
+    }
+
+    async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
+        dispatch!(self, s => s.list_objects(bucket, prefix).await)
     }
 }

@@ -36,6 +36,7 @@ pub mod duration;
 pub mod error;
 pub mod gzip;
 pub mod invoke;
+pub mod job;
 #[cfg(feature = "lambda")]
 pub mod invoke_lambda;
 pub mod master;

@@ -92,6 +92,8 @@ pub enum Group {
     Worker,
     /// How S3 is reached.
     S3,
+    /// Where jobs are recorded, for resume.
+    Records,
     /// The model of a job's duration.
     Model,
     /// The Lambda functions' own wiring.
@@ -565,6 +567,16 @@ pub static SETTINGS: &[Setting] = &[
         "after a task failed for good, how long running tasks may take to end before the final abort",
         "Too short: a part uploaded in that race can survive the first abort (the lifecycle rule still removes it); too long: a failing job takes longer to report."
     ),
+    setting!(
+        "jobs-prefix",
+        "GZSHIP_JOBS_PREFIX",
+        Text,
+        Records,
+        Only::Both,
+        Value(".gzship/jobs/"),
+        "where job records live in the destination's bucket (or directory)",
+        "Each job records its plan and finished tasks there until it completes or is aborted; `gzship jobs` lists them and `gzship resume` continues one. Give a prefix the bucket's readers ignore; ending in '/'."
+    ),
     // --- worker
     setting!(
         "compress-parallelism",
@@ -984,6 +996,7 @@ impl Settings {
                 max: r.duration("GZSHIP_RETRY_DELAY_MAX")?,
             },
             drain_timeout: r.duration("GZSHIP_DRAIN_TIMEOUT")?,
+            jobs_prefix: r.text("GZSHIP_JOBS_PREFIX")?.unwrap_or_default(),
             policy: policy.clone(),
             ..MasterConfig::default()
         };
@@ -991,6 +1004,8 @@ impl Settings {
             .retry
             .validate()
             .map_err(|e| invalid("GZSHIP_RETRY_DELAY", e))?;
+        crate::job::check_prefix(&master.jobs_prefix)
+            .map_err(|e| invalid("GZSHIP_JOBS_PREFIX", e))?;
 
         let defaults = WorkerTuning::default();
         let worker = WorkerTuning {
@@ -1272,7 +1287,7 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Parses a duration with its unit: `250ms`, `30s`, `15m`, `1h`, `1.5s`.
+/// Parses a duration with its unit: `250ms`, `30s`, `15m`, `1h`, `7d`, `1.5s`.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let t = s.trim();
     let split = t
@@ -1287,10 +1302,11 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "s" => num,
         "m" | "min" => num * 60.0,
         "h" => num * 3600.0,
+        "d" => num * 86_400.0,
         "" => return Err(format!("{s:?} has no unit: write e.g. {num}s or {num}ms")),
         other => {
             return Err(format!(
-                "unknown time unit {other:?} in {s:?} (use ms, s, m, h)"
+                "unknown time unit {other:?} in {s:?} (use ms, s, m, h, d)"
             ));
         }
     };
@@ -1381,6 +1397,7 @@ mod tests {
         assert_eq!(s.master.task_attempts, m.task_attempts);
         assert_eq!(s.master.retry, m.retry);
         assert_eq!(s.master.drain_timeout, m.drain_timeout);
+        assert_eq!(s.master.jobs_prefix, m.jobs_prefix);
         assert_eq!(s.master.worker_mb_per_s, m.worker_mb_per_s);
         assert_eq!(s.worker, WorkerTuning::default());
         let t = SftpTuning::default();

@@ -180,6 +180,9 @@ pub struct JobReport {
     pub mb_per_s: f64,
     /// Task attempts that failed and were retried.
     pub retries: u32,
+    /// Tasks skipped because the run this one resumed had done them (0 for a job run whole).
+    #[serde(default)]
+    pub resumed_tasks: u32,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use gzship_core::plan::{self, Tuning};
 use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::store::{MultipartStore, ObjectStore};
 use gzship_core::wire::{JobReport, JobRequest};
-use gzship_core::{ByteRange, Error, ObjectUrl, Result};
+use gzship_core::{ByteRange, Error, Result};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -139,9 +139,9 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     env.master.policy.check_source(&job.source)?;
     env.master.policy.check_destination(&job.destination)?;
     job.tuning.validate()?;
-    let job_id = job_id(&job.destination, request_id);
+    let job_id = gzship_core::job::new_id(&job.destination);
     tracing::info!(
-        job = %job_id, trigger = kind.name(), source = %job.source,
+        job = %job_id, request_id, trigger = kind.name(), source = %job.source,
         destination = %job.destination, "job received"
     );
     let source = sftp_source(&job.source, &env.ssh, deps.credentials).await?;
@@ -171,10 +171,7 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     Ok(report)
 }
 
-/// A job id for logs: the key's file name and the Lambda request id.
-fn job_id(dest: &ObjectUrl, request_id: &str) -> String {
-    format!("{}-{request_id}", dest.file_name())
-}
+
 
 /// Time the master keeps for itself (stat, create, complete, abort) out of its timeout.
 const MASTER_MARGIN: Duration = Duration::from_secs(60);

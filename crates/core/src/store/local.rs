@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -43,7 +43,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::rules::{CompleteRefusal, RequestedPart, check_complete};
 use super::{
-    ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
@@ -627,6 +627,144 @@ impl ObjectStore for LocalStore {
             (a.key.as_str(), a.upload_id.as_str()).cmp(&(b.key.as_str(), b.upload_id.as_str()))
         });
         Ok(uploads)
+    }
+
+    async fn put_object(&self, dest: &ObjectUrl, body: Bytes) -> Result<()> {
+        let bucket = self.existing_bucket("put object", dest).await?;
+        let key = checked_key(&dest.key)?;
+        let object = bucket.join(&key);
+        let meta_path = bucket
+            .join(META_DIR)
+            .join(format!("{}.json", key.display()));
+        if let Some(parent) = object.parent() {
+            fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        // A new object has no metadata of its own: drop the replaced object's.
+        match fs::remove_file(&meta_path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("remove metadata", &meta_path, e));
+            }
+            _ => {}
+        }
+        let tmp = object.with_file_name(format!(
+            ".{}.tmp-{}",
+            key.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            random_suffix()
+        ));
+        let written = async {
+            fs::write(&tmp, &body)
+                .await
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            fs::rename(&tmp, &object)
+                .await
+                .map_err(|e| Error::io("rename onto", &object, e))
+        }
+        .await;
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp).await;
+        }
+        written
+    }
+
+    async fn delete_object(&self, dest: &ObjectUrl) -> Result<()> {
+        let bucket = self.existing_bucket("delete object", dest).await?;
+        let key = checked_key(&dest.key)?;
+        let meta_path = bucket
+            .join(META_DIR)
+            .join(format!("{}.json", key.display()));
+        for path in [bucket.join(&key), meta_path] {
+            match fs::remove_file(&path).await {
+                Ok(()) => remove_empty_parents(&path, &bucket).await,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete object", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
+        let where_ = ObjectUrl {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+        };
+        let root = self.existing_bucket("list objects in", &where_).await?;
+        // Walk only the directory the prefix's complete components name.
+        let start_key = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let start = if start_key.is_empty() {
+            root.clone()
+        } else {
+            match checked_key(start_key) {
+                Ok(p) => root.join(p),
+                // No key can start with such a prefix.
+                Err(_) => return Ok(Vec::new()),
+            }
+        };
+        let mut objects = Vec::new();
+        let mut dirs = vec![(start, start_key.to_owned())];
+        while let Some((dir, dir_key)) = dirs.pop() {
+            let mut entries = match fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(Error::io("list directory", &dir, e)),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| Error::io("list directory", &dir, e))?
+            {
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let key = if dir_key.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir_key}/{name}")
+                };
+                // The store's own directories, and files being written, are not objects.
+                if checked_key(&key).is_err() || (name.starts_with('.') && name.contains(".tmp-")) {
+                    continue;
+                }
+                let kind = entry
+                    .file_type()
+                    .await
+                    .map_err(|e| Error::io("stat", &entry.path(), e))?;
+                if kind.is_dir() {
+                    if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                        dirs.push((entry.path(), key));
+                    }
+                } else if kind.is_file() && key.starts_with(prefix) {
+                    let size = entry
+                        .metadata()
+                        .await
+                        .map_err(|e| Error::io("stat", &entry.path(), e))?
+                        .len();
+                    objects.push(ListedObject { key, size });
+                }
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+}
+
+/// Removes the directories that held `path` as long as they are empty, up to (not including)
+/// `bucket`, as S3 has no directories to leave behind.
+async fn remove_empty_parents(path: &Path, bucket: &Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == bucket || !d.starts_with(bucket) || fs::remove_dir(d).await.is_err() {
+            break;
+        }
+        dir = d.parent();
     }
 }
 

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -74,6 +75,15 @@ pub struct OpenUpload {
     pub key: String,
     /// Upload id.
     pub upload_id: UploadId,
+}
+
+/// A completed object as a listing reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    /// Object key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
 }
 
 /// The multipart upload contract gzship builds an object with: create, upload parts, list
@@ -165,9 +175,10 @@ pub trait MultipartStore: Send + Sync {
 }
 
 /// Everything around the multipart contract of [`MultipartStore`]: reading a completed object
-/// back (its bytes, size, metadata and tags), tagging it, and listing the uploads still open in
-/// a bucket. The master tags the object it completed and lists uploads to tell whether an abort
-/// took; `gzship verify` reads objects back.
+/// back (its bytes, size, metadata and tags), tagging it, listing the uploads still open in a
+/// bucket, and the small objects of job records (put whole, listed, deleted). The master tags
+/// the object it completed and lists uploads to tell whether an abort took; jobs keep their
+/// records beside the destination ([`crate::job`]); `gzship verify` reads objects back.
 ///
 /// Reads see completed objects only, never an upload in progress. A key with no object is
 /// `None` from `head_object` and `NoSuchKey` from the others. Failures are
@@ -204,4 +215,19 @@ pub trait ObjectStore: Send + Sync {
         bucket: &str,
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<OpenUpload>>> + Send;
+
+    /// Writes a small object whole in one request (a job record: a few KiB to a few MiB),
+    /// replacing any object at the key. It appears whole or not at all.
+    fn put_object(&self, dest: &ObjectUrl, body: Bytes) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the object at the key. Removing a key with no object succeeds, as on S3.
+    fn delete_object(&self, dest: &ObjectUrl) -> impl Future<Output = Result<()>> + Send;
+
+    /// Lists the completed objects in `bucket` whose key starts with `prefix`, in key order
+    /// (every page of S3's listing).
+    fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<ListedObject>>> + Send;
 }

@@ -30,7 +30,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::body::Content;
 use super::{
-    ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
@@ -553,6 +553,67 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(uploads)
+    }
+
+    async fn put_object(&self, dest: &ObjectUrl, body: bytes::Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .content_type("application/json")
+            .body(SdkByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error("put object", dest, e))?;
+        Ok(())
+    }
+
+    async fn delete_object(&self, dest: &ObjectUrl) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .send()
+            .await
+            .map_err(|e| s3_error("delete object", dest, e))?;
+        Ok(())
+    }
+
+    async fn list_objects(&self, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>> {
+        const OP: &str = "list objects in";
+        let where_ = ObjectUrl {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+        };
+        let mut objects = Vec::new();
+        let mut token = None::<String>;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| s3_error(OP, &where_, e))?;
+            for o in out.contents() {
+                let key = o.key().ok_or_else(|| missing(OP, &where_, "Key of an object"))?;
+                objects.push(ListedObject {
+                    key: key.to_owned(),
+                    size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                });
+            }
+            if out.is_truncated() != Some(true) {
+                break;
+            }
+            token = out.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                // A truncated listing without a token would repeat the first page forever.
+                return Err(missing(OP, &where_, "NextContinuationToken of a truncated listing"));
+            }
+        }
+        Ok(objects)
     }
 }
 
