@@ -247,6 +247,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+
+    /// A task gzship spawned panicked: a bug, which another attempt would run into again.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// What the task was doing ("the source reader of task 3", ...).
+        what: String,
+        /// The panic's message, or what it carried instead of one.
+        message: String,
+    },
 }
 
 impl Error {
@@ -264,6 +273,22 @@ impl Error {
             op,
             path: path.display().to_string(),
             source,
+        }
+    }
+
+    /// The failure of a spawned task doing `what`, from its [`JoinError`](tokio::task::JoinError):
+    /// [`Error::Panicked`] with the panic's message if it panicked, else [`Error::Cancelled`]
+    /// (the runtime dropped it, as when it shuts down).
+    pub fn from_join(what: impl Into<String>, err: tokio::task::JoinError) -> Error {
+        let what = what.into();
+        match err.try_into_panic() {
+            Ok(payload) => Error::Panicked {
+                what,
+                message: panic_message(payload.as_ref()),
+            },
+            Err(_) => Error::Cancelled {
+                reason: format!("{what} was cancelled before it ended"),
+            },
         }
     }
 
@@ -285,6 +310,8 @@ impl Error {
             | Error::Invoke { retryable, .. }
             | Error::Remote { retryable, .. } => *retryable,
             Error::Task { source, .. } => source.is_retryable(),
+            // A bug: the same input runs into it again.
+            Error::Panicked { .. } => false,
             _ => false,
         }
     }
@@ -313,7 +340,20 @@ impl Error {
             Error::Io { .. } => "Io",
             Error::SpoolSpace { .. } => "SpoolSpace",
             Error::Cancelled { .. } => "Cancelled",
+            Error::Panicked { .. } => "Panicked",
         }
+    }
+}
+
+/// The message of a panic's payload: `panic!` carries a `&str` or a `String`;
+/// `std::panic::panic_any` may carry anything.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 
@@ -327,4 +367,50 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_a_bug_not_a_cancellation() {
+        let joined = tokio::spawn(async { panic!("index 9 out of range") })
+            .await
+            .unwrap_err();
+        let err = Error::from_join("the source reader of task 3", joined);
+        assert!(matches!(err, Error::Panicked { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the source reader of task 3 panicked: index 9 out of range"
+        );
+        assert_eq!(err.error_type(), "Panicked");
+        assert!(!err.is_retryable());
+
+        // A formatted message is a `String`; `panic_any` may carry anything.
+        let part = 7;
+        let joined = tokio::spawn(async move { panic!("part {part} is missing") })
+            .await
+            .unwrap_err();
+        let err = Error::from_join("upload", joined);
+        assert_eq!(err.to_string(), "upload panicked: part 7 is missing");
+        let joined = tokio::spawn(async { std::panic::panic_any(42_u8) })
+            .await
+            .unwrap_err();
+        let err = Error::from_join("upload", joined);
+        assert_eq!(err.to_string(), "upload panicked: a panic without a message");
+    }
+
+    #[tokio::test]
+    async fn an_aborted_task_is_a_cancellation() {
+        let handle = tokio::spawn(std::future::pending::<()>());
+        handle.abort();
+        let err = Error::from_join("upload of part 2", handle.await.unwrap_err());
+        assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "cancelled: upload of part 2 was cancelled before it ended"
+        );
+        assert_eq!(err.error_type(), "Cancelled");
+    }
 }
