@@ -180,11 +180,13 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// A task's report does not match its task or the plan.
-    #[error("report of task {index} is inconsistent: {reason}")]
+    /// A task's report does not match its task, or the reports together do not make a legal
+    /// object.
+    #[error("{} inconsistent: {reason}", reports_of(*.index))]
     BadReport {
-        /// Task index.
-        index: u32,
+        /// The task whose report is wrong; `None` when the fault lies between reports (part
+        /// numbers that do not ascend across tasks, ...).
+        index: Option<u32>,
         /// What is wrong.
         reason: String,
     },
@@ -345,6 +347,14 @@ impl Error {
     }
 }
 
+/// The subject of a [`Error::BadReport`] message.
+fn reports_of(index: Option<u32>) -> String {
+    match index {
+        Some(index) => format!("the report of task {index} is"),
+        None => "the task reports are".to_owned(),
+    }
+}
+
 /// The message of a panic's payload: `panic!` carries a `&str` or a `String`;
 /// `std::panic::panic_any` may carry anything.
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -399,6 +409,26 @@ mod tests {
             .unwrap_err();
         let err = Error::from_join("upload", joined);
         assert_eq!(err.to_string(), "upload panicked: a panic without a message");
+    }
+
+    #[test]
+    fn bad_reports_name_a_task_only_when_one_is_at_fault() {
+        let one = Error::BadReport {
+            index: Some(3),
+            reason: "it uploaded no part".into(),
+        };
+        assert_eq!(
+            one.to_string(),
+            "the report of task 3 is inconsistent: it uploaded no part"
+        );
+        let all = Error::BadReport {
+            index: None,
+            reason: "part numbers do not ascend at part 7".into(),
+        };
+        assert_eq!(
+            all.to_string(),
+            "the task reports are inconsistent: part numbers do not ascend at part 7"
+        );
     }
 
     #[tokio::test]

@@ -141,7 +141,7 @@ impl LambdaInvoker {
             return Err(remote_error(kind, body));
         }
         serde_json::from_slice::<TaskReport>(body).map_err(|e| Error::BadReport {
-            index,
+            index: Some(index),
             reason: format!(
                 "the worker's answer is not a task report ({e}): {}",
                 excerpt(body)

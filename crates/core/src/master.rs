@@ -320,7 +320,7 @@ async fn run_tasks<M: MultipartStore, I: Invoker>(
         .enumerate()
         .map(|(i, r)| {
             r.ok_or_else(|| Error::BadReport {
-                index: i as u32,
+                index: Some(i as u32),
                 reason: "no report arrived".into(),
             })
         })
@@ -375,7 +375,7 @@ fn check_reports(plan: &Plan, reports: &[TaskReport]) -> Result<Vec<UploadedPart
     let mut parts = Vec::new();
     for (planned, report) in plan.tasks.iter().zip(reports) {
         let bad = |reason: String| Error::BadReport {
-            index: planned.index,
+            index: Some(planned.index),
             reason,
         };
         if report.index != planned.index || report.range != planned.range {
@@ -408,13 +408,13 @@ fn check_reports(plan: &Plan, reports: &[TaskReport]) -> Result<Vec<UploadedPart
     for (i, p) in parts.iter().enumerate() {
         if i > 0 && parts[i - 1].number >= p.number {
             return Err(Error::BadReport {
-                index: 0,
+                index: None,
                 reason: format!("part numbers do not ascend at part {}", p.number),
             });
         }
         if p.size > MAX_PART_SIZE || (i + 1 < n && p.size < MIN_PART_SIZE) {
             return Err(Error::BadReport {
-                index: 0,
+                index: None,
                 reason: format!("part {} has an illegal size of {} bytes", p.number, p.size),
             });
         }
