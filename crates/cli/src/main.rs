@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use gzship_core::invoke::LocalInvoker;
+use gzship_core::invoke::local::LocalInvoker;
 use gzship_core::master::{self, MasterConfig};
 use gzship_core::plan;
 use gzship_core::settings;

@@ -15,13 +15,13 @@
 //!   [`ObjectStore`](store::ObjectStore) reads around it, S3 and local adapters, and S3's
 //!   completion rules ([`store::rules`]).
 //! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
-//! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait and the in-process invoker.
-//! - `invoke_lambda` (feature `lambda`): the AWS Lambda invoker and the worker error types that
-//!   cross the wire.
+//! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait; the in-process invoker
+//!   ([`invoke::local`]) and, with the feature `lambda`, the AWS Lambda invoker
+//!   (`invoke::lambda`) and the worker error types that cross its wire.
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
 //! - [`spool`]: parts too big for memory: the spool directory's budget, the spool file sink,
 //!   stale-file cleanup.
-//! - [`sdk`]: one classification of AWS SDK errors as retryable or not.
+//! - [`aws_error`]: one classification of AWS SDK errors as retryable or not.
 //! - [`settings`]: the one settings surface: every knob's name, unit, default and doc, parsed
 //!   once from the CLI's flags or a function's environment.
 //! - [`duration`]: the one model of a job's duration (task sizes, time limits, estimates).
@@ -30,17 +30,15 @@
 //! - [`error`]: the one [`Error`] type.
 
 pub mod assemble;
+pub mod aws_error;
 pub mod backoff;
 pub mod config;
 pub mod duration;
 pub mod error;
 pub mod gzip;
 pub mod invoke;
-#[cfg(feature = "lambda")]
-pub mod invoke_lambda;
 pub mod master;
 pub mod plan;
-pub mod sdk;
 pub mod settings;
 pub mod source;
 pub mod spool;

@@ -3,7 +3,7 @@
 
 use gzship_core::Error;
 use gzship_core::error::{BoxError, chain};
-use gzship_core::invoke_lambda::encode_error_type;
+use gzship_core::invoke::lambda::encode_error_type;
 use lambda_runtime::Diagnostic;
 
 /// Why a handler failed.
@@ -76,9 +76,9 @@ impl HandlerError {
                     retryable,
                     ..
                 } => encode_error_type(error_type, *retryable),
-                other => gzship_core::invoke_lambda::error_type_of(other),
+                other => gzship_core::invoke::lambda::error_type_of(other),
             },
-            HandlerError::Core(e) => gzship_core::invoke_lambda::error_type_of(e),
+            HandlerError::Core(e) => gzship_core::invoke::lambda::error_type_of(e),
             _ => encode_error_type(self.kind(), self.is_retryable()),
         }
     }

@@ -576,7 +576,7 @@ const RETRYABLE_CODES: &[&str] = &[
 ];
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    crate::sdk::is_retryable(err, RETRYABLE_CODES)
+    crate::aws_error::is_retryable(err, RETRYABLE_CODES)
 }
 
 fn s3_error<E>(op: impl Into<String>, dest: &ObjectUrl, err: SdkError<E>) -> Error

@@ -231,7 +231,7 @@ const RETRYABLE_CODES: &[&str] = &[
 ];
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    crate::sdk::is_retryable(err, RETRYABLE_CODES)
+    crate::aws_error::is_retryable(err, RETRYABLE_CODES)
 }
 
 /// The start of a body, for error messages.
