@@ -16,8 +16,8 @@
 //!   completion rules ([`store::rules`]).
 //! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
 //! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait; the in-process invoker
-//!   ([`invoke::local`]) and, with the feature `lambda`, the AWS Lambda invoker
-//!   (`invoke::lambda`) and the worker error types that cross its wire.
+//!   ([`invoke::local`]); with the feature `lambda`, the AWS Lambda invoker (`invoke::lambda`);
+//!   and how a worker's error crosses the Lambda wire, both ways ([`invoke::wire_error`]).
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
 //! - [`spool`]: parts too big for memory: the spool directory's budget, the spool file sink,
 //!   stale-file cleanup.

@@ -1,6 +1,8 @@
 //! How the master runs tasks: the [`Invoker`] trait, and where they run:
 //! - [`local`]: [`LocalInvoker`](local::LocalInvoker), tasks as in-process workers (the CLI).
 //! - `lambda` (feature `lambda`): `LambdaInvoker`, each task one invoke of the worker function.
+//! - [`wire_error`]: how a worker's error crosses the Lambda wire, both ways: the worker's
+//!   handler encodes it, the Lambda invoker decodes it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use crate::wire::{Task, TaskReport};
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod local;
+pub mod wire_error;
 
 /// Runs tasks somewhere: in this process, or in AWS Lambda.
 ///
