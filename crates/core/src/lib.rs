@@ -3,7 +3,8 @@
 //!
 //! Module map (words as in the glossary of `DESIGN.md`):
 //! - [`types`]: domain values: [`ByteRange`], [`PartNumber`], [`PartWindow`], [`UploadId`],
-//!   [`ETag`], [`SourceUrl`], [`ObjectUrl`].
+//!   [`ETag`], and S3's limits on parts.
+//! - [`url`]: the two kinds of location, [`SourceUrl`] (`sftp://`) and [`ObjectUrl`] (`s3://`).
 //! - [`plan`]: the planner: file size and tuning in, tasks (ranges, part windows) and part size
 //!   out, holding S3's rules for any data.
 //! - [`gzip`]: framing: one block of input becomes one complete gzip member; padding members.
@@ -44,8 +45,10 @@ pub mod source;
 pub mod spool;
 pub mod store;
 pub mod types;
+pub mod url;
 pub mod wire;
 pub mod worker;
 
 pub use error::{Error, Result};
-pub use types::{ByteRange, ETag, ObjectUrl, PartNumber, PartWindow, SourceUrl, UploadId};
+pub use types::{ByteRange, ETag, PartNumber, PartWindow, UploadId};
+pub use url::{ObjectUrl, SourceUrl};

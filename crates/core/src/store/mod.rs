@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::source::ByteStream;
-use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
+use crate::types::{ETag, PartNumber, UploadId};
+use crate::url::ObjectUrl;
 
 pub mod body;
 pub mod local;

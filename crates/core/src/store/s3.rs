@@ -34,7 +34,8 @@ use super::{
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
-use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
+use crate::types::{ETag, PartNumber, UploadId};
+use crate::url::ObjectUrl;
 
 /// Tuning of the S3 client. Credentials and the default region come from the [`SdkConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
