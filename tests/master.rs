@@ -300,10 +300,10 @@ async fn inconsistent_reports_abort_the_job() {
     let err = ship_with(&f, &source, 3, &fast_config(), &invoker)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::BadReport {
-            index: Some(1),
-            ..
-        }), "{err}");
+    assert!(
+        matches!(err, Error::BadReport { index: Some(1), .. }),
+        "{err}"
+    );
     assert!(f.store.head_object(&f.dest).await.unwrap().is_none());
     no_open_uploads(&f).await;
 }

@@ -408,7 +408,10 @@ mod tests {
             .await
             .unwrap_err();
         let err = Error::from_join("upload", joined);
-        assert_eq!(err.to_string(), "upload panicked: a panic without a message");
+        assert_eq!(
+            err.to_string(),
+            "upload panicked: a panic without a message"
+        );
     }
 
     #[test]

@@ -100,7 +100,12 @@ impl fmt::Display for SourceUrl {
         if let Some(user) = &self.user {
             write!(f, "{}@", utf8_percent_encode(user, USER))?;
         }
-        write!(f, "{}{}", self.authority(), utf8_percent_encode(&self.path, PATH))
+        write!(
+            f,
+            "{}{}",
+            self.authority(),
+            utf8_percent_encode(&self.path, PATH)
+        )
     }
 }
 
