@@ -6,11 +6,14 @@
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use gzship_core::error::{Error, Result};
-use gzship_core::invoke::{Invoker, LocalInvoker};
+use gzship_core::invoke::Invoker;
+use gzship_core::invoke::local::LocalInvoker;
 use gzship_core::master::{self, MasterConfig};
 use gzship_core::plan::Tuning;
 use gzship_core::source::{ByteStream, Source, SourceStat};
@@ -23,11 +26,13 @@ use gzship_core::{ByteRange, ObjectUrl};
 use gzship_testkit::data::{DataKind, generate, sha256};
 
 /// A source file held in memory; `fail_reads` makes the first N reads fail (retryably) after
-/// yielding half their range, like a dropped connection.
+/// yielding half their range, like a dropped connection; `panic_reads` makes them panic there
+/// instead, like a bug in the reader.
 struct MemorySource {
     data: Bytes,
     mtime: u64,
     fail_reads: AtomicU32,
+    panic_reads: AtomicU32,
 }
 
 impl MemorySource {
@@ -36,8 +41,15 @@ impl MemorySource {
             data: data.into(),
             mtime: 1_700_000_000,
             fail_reads: AtomicU32::new(0),
+            panic_reads: AtomicU32::new(0),
         }
     }
+}
+
+/// Takes one from `n` if it is not zero.
+fn take_one(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl Source for MemorySource {
@@ -59,10 +71,14 @@ impl Source for MemorySource {
         let slice = self
             .data
             .slice(range.start() as usize..range.end() as usize);
-        let fail = self
-            .fail_reads
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        if take_one(&self.panic_reads) {
+            let half = slice.slice(..slice.len() / 2);
+            let panics = futures::stream::poll_fn(|_| -> Poll<Option<Result<Bytes>>> {
+                panic!("the reader's stream panicked")
+            });
+            return Ok(Box::pin(futures::stream::iter([Ok(half)]).chain(panics)));
+        }
+        let fail = take_one(&self.fail_reads);
         let chunks: Vec<Result<Bytes>> = if fail {
             let half = slice.slice(..slice.len() / 2);
             vec![
@@ -229,6 +245,34 @@ async fn persistent_failure_aborts_and_leaves_nothing() {
     no_open_uploads(&f).await;
 }
 
+/// A panic in a worker is a bug: the job fails at once, naming what panicked, instead of
+/// passing for a cancellation (as it did) or being retried.
+#[tokio::test]
+async fn a_panicking_worker_fails_the_job_as_a_panic() {
+    let f = fixture();
+    let data = generate(DataKind::Logs, 12 * MIB as usize, 6);
+    let source = Arc::new(MemorySource::new(data));
+    source.panic_reads.store(1000, Ordering::SeqCst);
+    let err = ship(&f, &source, 3, &fast_config()).await.unwrap_err();
+    let msg = gzship_core::error::chain(&err);
+    let Error::Task { source: cause, .. } = &err else {
+        panic!("not a task's failure: {msg}");
+    };
+    assert!(
+        matches!(
+            cause.as_ref(),
+            Error::Panicked { what, message }
+                if what.starts_with("the source reader of task")
+                    && message == "the reader's stream panicked"
+        ),
+        "{msg}"
+    );
+    assert_eq!(err.error_type(), "Panicked");
+    assert!(!err.is_retryable(), "{msg}");
+    assert!(f.store.head_object(&f.dest).await.unwrap().is_none());
+    no_open_uploads(&f).await;
+}
+
 /// An invoker whose worker claims a part outside its window: the master must refuse the
 /// report and abort.
 struct LyingInvoker<I>(I);
@@ -256,7 +300,10 @@ async fn inconsistent_reports_abort_the_job() {
     let err = ship_with(&f, &source, 3, &fast_config(), &invoker)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::BadReport { index: 1, .. }), "{err}");
+    assert!(
+        matches!(err, Error::BadReport { index: Some(1), .. }),
+        "{err}"
+    );
     assert!(f.store.head_object(&f.dest).await.unwrap().is_none());
     no_open_uploads(&f).await;
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use gzship_core::invoke::LocalInvoker;
+use gzship_core::invoke::local::LocalInvoker;
 use gzship_core::job::{self, JobRef};
 use gzship_core::master::{self, MasterConfig};
 use gzship_core::plan;

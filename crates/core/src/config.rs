@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::types::{ObjectUrl, SourceUrl};
+use crate::url::{ObjectUrl, SourceUrl};
 
 /// A secret (password, private key, passphrase) whose `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]

@@ -180,11 +180,13 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// A task's report does not match its task or the plan.
-    #[error("report of task {index} is inconsistent: {reason}")]
+    /// A task's report does not match its task, or the reports together do not make a legal
+    /// object.
+    #[error("{} inconsistent: {reason}", reports_of(*.index))]
     BadReport {
-        /// Task index.
-        index: u32,
+        /// The task whose report is wrong; `None` when the fault lies between reports (part
+        /// numbers that do not ascend across tasks, ...).
+        index: Option<u32>,
         /// What is wrong.
         reason: String,
     },
@@ -247,6 +249,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+
+    /// A task gzship spawned panicked: a bug, which another attempt would run into again.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// What the task was doing ("the source reader of task 3", ...).
+        what: String,
+        /// The panic's message, or what it carried instead of one.
+        message: String,
+    },
 }
 
 impl Error {
@@ -264,6 +275,22 @@ impl Error {
             op,
             path: path.display().to_string(),
             source,
+        }
+    }
+
+    /// The failure of a spawned task doing `what`, from its [`JoinError`](tokio::task::JoinError):
+    /// [`Error::Panicked`] with the panic's message if it panicked, else [`Error::Cancelled`]
+    /// (the runtime dropped it, as when it shuts down).
+    pub fn from_join(what: impl Into<String>, err: tokio::task::JoinError) -> Error {
+        let what = what.into();
+        match err.try_into_panic() {
+            Ok(payload) => Error::Panicked {
+                what,
+                message: panic_message(payload.as_ref()),
+            },
+            Err(_) => Error::Cancelled {
+                reason: format!("{what} was cancelled before it ended"),
+            },
         }
     }
 
@@ -285,6 +312,8 @@ impl Error {
             | Error::Invoke { retryable, .. }
             | Error::Remote { retryable, .. } => *retryable,
             Error::Task { source, .. } => source.is_retryable(),
+            // A bug: the same input runs into it again.
+            Error::Panicked { .. } => false,
             _ => false,
         }
     }
@@ -313,7 +342,28 @@ impl Error {
             Error::Io { .. } => "Io",
             Error::SpoolSpace { .. } => "SpoolSpace",
             Error::Cancelled { .. } => "Cancelled",
+            Error::Panicked { .. } => "Panicked",
         }
+    }
+}
+
+/// The subject of a [`Error::BadReport`] message.
+fn reports_of(index: Option<u32>) -> String {
+    match index {
+        Some(index) => format!("the report of task {index} is"),
+        None => "the task reports are".to_owned(),
+    }
+}
+
+/// The message of a panic's payload: `panic!` carries a `&str` or a `String`;
+/// `std::panic::panic_any` may carry anything.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 
@@ -327,4 +377,73 @@ pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_a_bug_not_a_cancellation() {
+        let joined = tokio::spawn(async { panic!("index 9 out of range") })
+            .await
+            .unwrap_err();
+        let err = Error::from_join("the source reader of task 3", joined);
+        assert!(matches!(err, Error::Panicked { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the source reader of task 3 panicked: index 9 out of range"
+        );
+        assert_eq!(err.error_type(), "Panicked");
+        assert!(!err.is_retryable());
+
+        // A formatted message is a `String`; `panic_any` may carry anything.
+        let part = 7;
+        let joined = tokio::spawn(async move { panic!("part {part} is missing") })
+            .await
+            .unwrap_err();
+        let err = Error::from_join("upload", joined);
+        assert_eq!(err.to_string(), "upload panicked: part 7 is missing");
+        let joined = tokio::spawn(async { std::panic::panic_any(42_u8) })
+            .await
+            .unwrap_err();
+        let err = Error::from_join("upload", joined);
+        assert_eq!(
+            err.to_string(),
+            "upload panicked: a panic without a message"
+        );
+    }
+
+    #[test]
+    fn bad_reports_name_a_task_only_when_one_is_at_fault() {
+        let one = Error::BadReport {
+            index: Some(3),
+            reason: "it uploaded no part".into(),
+        };
+        assert_eq!(
+            one.to_string(),
+            "the report of task 3 is inconsistent: it uploaded no part"
+        );
+        let all = Error::BadReport {
+            index: None,
+            reason: "part numbers do not ascend at part 7".into(),
+        };
+        assert_eq!(
+            all.to_string(),
+            "the task reports are inconsistent: part numbers do not ascend at part 7"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_aborted_task_is_a_cancellation() {
+        let handle = tokio::spawn(std::future::pending::<()>());
+        handle.abort();
+        let err = Error::from_join("upload of part 2", handle.await.unwrap_err());
+        assert!(matches!(err, Error::Cancelled { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "cancelled: upload of part 2 was cancelled before it ended"
+        );
+        assert_eq!(err.error_type(), "Cancelled");
+    }
 }

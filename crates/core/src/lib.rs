@@ -3,7 +3,8 @@
 //!
 //! Module map (words as in the glossary of `DESIGN.md`):
 //! - [`types`]: domain values: [`ByteRange`], [`PartNumber`], [`PartWindow`], [`UploadId`],
-//!   [`ETag`], [`SourceUrl`], [`ObjectUrl`].
+//!   [`ETag`], and S3's limits on parts.
+//! - [`url`]: the two kinds of location, [`SourceUrl`] (`sftp://`) and [`ObjectUrl`] (`s3://`).
 //! - [`plan`]: the planner: file size and tuning in, tasks (ranges, part windows) and part size
 //!   out, holding S3's rules for any data.
 //! - [`gzip`]: framing: one block of input becomes one complete gzip member; padding members.
@@ -15,13 +16,13 @@
 //!   [`ObjectStore`](store::ObjectStore) reads around it, S3 and local adapters, and S3's
 //!   completion rules ([`store::rules`]).
 //! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
-//! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait and the in-process invoker.
-//! - `invoke_lambda` (feature `lambda`): the AWS Lambda invoker and the worker error types that
-//!   cross the wire.
+//! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait; the in-process invoker
+//!   ([`invoke::local`]); with the feature `lambda`, the AWS Lambda invoker (`invoke::lambda`);
+//!   and how a worker's error crosses the Lambda wire, both ways ([`invoke::wire_error`]).
 //! - [`worker`]: one task: read a range, compress on every core, upload parts, report.
 //! - [`spool`]: parts too big for memory: the spool directory's budget, the spool file sink,
 //!   stale-file cleanup.
-//! - [`sdk`]: one classification of AWS SDK errors as retryable or not.
+//! - [`aws_error`]: one classification of AWS SDK errors as retryable or not.
 //! - [`settings`]: the one settings surface: every knob's name, unit, default and doc, parsed
 //!   once from the CLI's flags or a function's environment.
 //! - [`duration`]: the one model of a job's duration (task sizes, time limits, estimates).
@@ -30,6 +31,7 @@
 //! - [`error`]: the one [`Error`] type.
 
 pub mod assemble;
+pub mod aws_error;
 pub mod backoff;
 pub mod config;
 pub mod duration;
@@ -37,18 +39,17 @@ pub mod error;
 pub mod gzip;
 pub mod invoke;
 pub mod job;
-#[cfg(feature = "lambda")]
-pub mod invoke_lambda;
 pub mod master;
 pub mod plan;
-pub mod sdk;
 pub mod settings;
 pub mod source;
 pub mod spool;
 pub mod store;
 pub mod types;
+pub mod url;
 pub mod wire;
 pub mod worker;
 
 pub use error::{Error, Result};
-pub use types::{ByteRange, ETag, ObjectUrl, PartNumber, PartWindow, SourceUrl, UploadId};
+pub use types::{ByteRange, ETag, PartNumber, PartWindow, UploadId};
+pub use url::{ObjectUrl, SourceUrl};

@@ -337,7 +337,7 @@ where
             .iter()
             .map(|t| {
                 recorded.remove(&t.index).ok_or_else(|| Error::BadReport {
-                    index: t.index,
+                    index: Some(t.index),
                     reason: "no report of it is recorded".into(),
                 })
             })
@@ -747,7 +747,7 @@ fn check_reports(plan: &Plan, reports: &[TaskReport]) -> Result<Vec<UploadedPart
     let mut parts = Vec::new();
     for (planned, report) in plan.tasks.iter().zip(reports) {
         let bad = |reason: String| Error::BadReport {
-            index: planned.index,
+            index: Some(planned.index),
             reason,
         };
         if report.index != planned.index || report.range != planned.range {
@@ -780,13 +780,13 @@ fn check_reports(plan: &Plan, reports: &[TaskReport]) -> Result<Vec<UploadedPart
     for (i, p) in parts.iter().enumerate() {
         if i > 0 && parts[i - 1].number >= p.number {
             return Err(Error::BadReport {
-                index: 0,
+                index: None,
                 reason: format!("part numbers do not ascend at part {}", p.number),
             });
         }
         if p.size > MAX_PART_SIZE || (i + 1 < n && p.size < MIN_PART_SIZE) {
             return Err(Error::BadReport {
-                index: 0,
+                index: None,
                 reason: format!("part {} has an illegal size of {} bytes", p.number, p.size),
             });
         }

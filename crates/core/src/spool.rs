@@ -2,7 +2,7 @@
 //!
 //! Everything about the spool lives here:
 //! - [`SpoolBudget`]: the spool directory's space, shared by the tasks that one runner starts
-//!   (a CLI job's [`LocalInvoker`](crate::invoke::LocalInvoker), a Lambda worker process): each
+//!   (a CLI job's [`LocalInvoker`](crate::invoke::local::LocalInvoker), a Lambda worker process): each
 //!   task reserves its share before it connects, and gives it back when done.
 //! - [`PartStorage`]: how one task holds its parts (memory or spool, uploads at once), with its
 //!   reservation.

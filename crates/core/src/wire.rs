@@ -11,7 +11,8 @@ use crate::gzip::Level;
 use crate::plan::{PlannedTask, Tuning};
 use crate::source::SourceStat;
 use crate::store::UploadedPart;
-use crate::types::{ByteRange, ObjectUrl, PartWindow, SourceUrl, UploadId};
+use crate::types::{ByteRange, PartWindow, UploadId};
+use crate::url::{ObjectUrl, SourceUrl};
 
 /// What a user or a trigger asks for: one source file to one destination object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

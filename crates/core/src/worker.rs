@@ -198,12 +198,10 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     // short source.
     while let Some(ended) = reader.join_next().await {
         if let Err(e) = ended {
-            return Err(Error::Cancelled {
-                reason: format!(
-                    "the SFTP reader of task {} ended abnormally: {e}",
-                    task.index
-                ),
-            });
+            return Err(Error::from_join(
+                format!("the source reader of task {}", task.index),
+                e,
+            ));
         }
     }
     if bytes_read != task.range.len() {
@@ -322,9 +320,7 @@ async fn push(mut assembler: Assembler, member: Bytes) -> Result<(Assembler, Vec
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Cancelled {
-            reason: format!("part assembly ended abnormally: {e}"),
-        })?
+        .map_err(|e| Error::from_join("part assembly", e))?
 }
 
 thread_local! {
@@ -346,10 +342,7 @@ async fn compress(level: Level, offset: u64, block: Bytes) -> Result<Member> {
         })
     })
     .await
-    .map_err(|e| Error::Compress {
-        offset,
-        source: Box::new(e),
-    })?
+    .map_err(|e| Error::from_join(format!("compression of the block at offset {offset}"), e))?
 }
 
 /// The upload stage: at most `limit` UploadPart requests in flight, bounded by the set alone
@@ -408,9 +401,7 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
         &mut self,
         res: std::result::Result<Result<UploadedPart>, tokio::task::JoinError>,
     ) -> Result<()> {
-        let part = res.map_err(|e| Error::Cancelled {
-            reason: format!("upload task ended abnormally: {e}"),
-        })??;
+        let part = res.map_err(|e| Error::from_join("an upload of a part", e))??;
         if let Some(p) = self.progress {
             p.uploaded_bytes.fetch_add(part.size, Ordering::Relaxed);
         }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use gzship_core::Error;
+use gzship_core::invoke::wire_error::FunctionError;
 use gzship_core::wire::{JobReport, JobRequest, Task, TaskReport};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -57,4 +59,22 @@ fn job_report_fixture() {
     let r: JobReport = round_trip("job_report.json");
     assert_eq!(r.tasks, 3);
     rejects_unknown_field::<JobReport>("job_report.json");
+}
+
+/// A worker's error as the Lambda runtime sends it. Unknown fields are accepted: the body is
+/// Lambda's, and its own failures may carry more.
+#[test]
+fn function_error_fixture() {
+    let e: FunctionError = round_trip("function_error.json");
+    match e.into_error() {
+        Error::Remote {
+            error_type,
+            retryable,
+            ..
+        } => {
+            assert_eq!(error_type, "SftpRead");
+            assert!(retryable);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -155,7 +155,7 @@ pub fn parse_secret(secret_id: &str, text: &str) -> Result<SshAuth, HandlerError
 }
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    gzship_core::sdk::is_retryable(err, &["ThrottlingException", "InternalServiceError"])
+    gzship_core::aws_error::is_retryable(err, &["ThrottlingException", "InternalServiceError"])
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The handlers' error: gzship's [`Error`] plus what only a Lambda function can get wrong (its
-//! environment, its secret), and its conversion to the runtime's [`Diagnostic`].
+//! environment, its secret), and its conversion to the runtime's [`Diagnostic`] in the wire
+//! format of [`gzship_core::invoke::wire_error`].
 
 use gzship_core::Error;
-use gzship_core::error::{BoxError, chain};
-use gzship_core::invoke_lambda::encode_error_type;
+use gzship_core::error::BoxError;
+use gzship_core::invoke::wire_error::{self, FunctionError};
 use lambda_runtime::Diagnostic;
 
 /// Why a handler failed.
@@ -66,29 +67,36 @@ impl HandlerError {
     }
 
     /// The Lambda `errorType`: `Retryable.{kind}` or `Fatal.{kind}`, which the master's Lambda
-    /// invoker decodes back.
+    /// invoker decodes back; a failed task keeps its worker's type.
     pub fn error_type(&self) -> String {
         match self {
-            // A failed task is reported as the worker's own error type.
-            HandlerError::Core(Error::Task { source, .. }) => match source.as_ref() {
-                Error::Remote {
-                    error_type,
-                    retryable,
-                    ..
-                } => encode_error_type(error_type, *retryable),
-                other => gzship_core::invoke_lambda::error_type_of(other),
-            },
-            HandlerError::Core(e) => gzship_core::invoke_lambda::error_type_of(e),
-            _ => encode_error_type(self.kind(), self.is_retryable()),
+            HandlerError::Core(e) => wire_error::error_type_of(e),
+            _ => wire_error::encode_error_type(self.kind(), self.is_retryable()),
+        }
+    }
+
+    /// The error as it crosses the wire.
+    pub fn to_function_error(&self) -> FunctionError {
+        match self {
+            HandlerError::Core(e) => FunctionError::of(e),
+            _ => FunctionError::new(
+                self.kind(),
+                self.is_retryable(),
+                gzship_core::error::chain(self),
+            ),
         }
     }
 }
 
 impl From<HandlerError> for Diagnostic {
     fn from(err: HandlerError) -> Diagnostic {
+        let FunctionError {
+            error_type,
+            error_message,
+        } = err.to_function_error();
         Diagnostic {
-            error_type: err.error_type(),
-            error_message: chain(&err),
+            error_type,
+            error_message,
         }
     }
 }
@@ -111,5 +119,31 @@ mod tests {
             reason: "neither private_key nor password is set".into(),
         });
         assert_eq!(d.error_type, "Fatal.SecretFormat");
+    }
+
+    /// A worker's panic reaches the master as `Fatal.Panicked`, and the master's own failure
+    /// reports it the same way: not retried, and not taken for a cancellation.
+    #[test]
+    fn panics_cross_both_functions_as_fatal() {
+        let panicked = Error::Panicked {
+            what: "part assembly".into(),
+            message: "attempt to subtract with overflow".into(),
+        };
+        let d = Diagnostic::from(HandlerError::Core(panicked));
+        assert_eq!(d.error_type, "Fatal.Panicked");
+        assert_eq!(
+            d.error_message,
+            "part assembly panicked: attempt to subtract with overflow"
+        );
+        let body = serde_json::json!({"errorType": d.error_type, "errorMessage": d.error_message});
+        let remote = wire_error::remote_error("Unhandled", body.to_string().as_bytes());
+        assert!(!remote.is_retryable());
+        let failed_task = HandlerError::Core(Error::Task {
+            index: 2,
+            range: gzship_core::ByteRange::new(0, 10).expect("a valid range"),
+            source: Box::new(remote),
+        });
+        assert_eq!(failed_task.error_type(), "Fatal.Panicked");
+        assert_eq!(Diagnostic::from(failed_task).error_type, "Fatal.Panicked");
     }
 }

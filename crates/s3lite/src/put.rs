@@ -110,7 +110,7 @@ async fn upload_all(
         );
         uploads.spawn(async move {
             let crc = crc32c::crc32c(&part);
-            let crc = crate::xml::crc32c_base64(crc);
+            let crc = gzship_core::store::checksum::encode_crc32c(crc);
             let out = client
                 .upload_part()
                 .bucket(&bucket)

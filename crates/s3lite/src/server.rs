@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use gzship_core::store::checksum;
 use gzship_core::types::{ETag, MAX_PART_SIZE, MAX_PARTS, PartNumber};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -461,7 +462,7 @@ async fn upload_part(shared: &Shared, mut req: Req) -> Reply {
     }
     let sent_crc = req.header("x-amz-checksum-crc32c").map(str::to_owned);
     if let Some(sent) = &sent_crc
-        && xml::parse_crc32c_base64(sent) != Some(crc)
+        && checksum::decode_crc32c(sent.trim()).ok() != Some(crc)
     {
         return Err(S3Error::new(
             400,
@@ -576,7 +577,7 @@ async fn complete(shared: &Shared, mut req: Req) -> Reply {
         .checksum_algorithm
         .as_deref()
         .filter(|a| *a == "CRC32C")
-        .map(|_| state::composite_crc32c(&parts));
+        .map(|_| checksum::encode_composite_crc32c(parts.iter().map(|p| p.crc32c)));
     let object = Object {
         size,
         etag: etag.clone(),
@@ -756,7 +757,7 @@ fn list_parts(shared: &Shared, req: &Req) -> Reply {
             .el("ETag", p.etag.as_str())
             .el("Size", &p.size.to_string());
         if with_crc {
-            doc.el("ChecksumCRC32C", &xml::crc32c_base64(p.crc32c));
+            doc.el("ChecksumCRC32C", &checksum::encode_crc32c(p.crc32c));
         }
         doc.close("Part");
     }

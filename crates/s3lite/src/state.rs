@@ -206,15 +206,6 @@ pub fn object_etag(parts: &[PartInfo]) -> String {
     }
 }
 
-/// S3's composite CRC32C of an object made of `parts`: the CRC32C of the parts' CRC32Cs as
-/// big-endian bytes, base64, then `-N`.
-pub fn composite_crc32c(parts: &[PartInfo]) -> String {
-    let crc = parts.iter().fold(0u32, |c, p| {
-        crc32c::crc32c_append(c, &p.crc32c.to_be_bytes())
-    });
-    format!("{}-{}", crate::xml::crc32c_base64(crc), parts.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,19 +303,5 @@ mod tests {
         );
         let r = refuse(&[]);
         assert_eq!((r.status, r.code, r.extra.len()), (400, "MalformedXML", 0));
-    }
-
-    #[test]
-    fn composite_checksum_is_s3s() {
-        // Two parts with CRC32Cs 1 and 2: CRC32C of 00000001 00000002.
-        let mut a = part(1, "a");
-        a.crc32c = 1;
-        let mut b = part(1, "b");
-        b.crc32c = 2;
-        let expect = crc32c::crc32c(&[0, 0, 0, 1, 0, 0, 0, 2]);
-        assert_eq!(
-            composite_crc32c(&[a, b]),
-            format!("{}-2", crate::xml::crc32c_base64(expect))
-        );
     }
 }

@@ -47,7 +47,8 @@ use super::{
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
-use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
+use crate::types::{ETag, PartNumber, UploadId};
+use crate::url::ObjectUrl;
 
 /// The bucket name of a [`LocalStore::directory`] store.
 pub const LOCAL_BUCKET: &str = "local";

@@ -1,7 +1,8 @@
 //! Where the object goes: the [`MultipartStore`] contract (create, upload parts, complete or
 //! abort), the [`ObjectStore`] reads and listings around it, their S3 adapter ([`s3`]), a local
-//! directory store that keeps S3's rules for people without S3 ([`local`]), and S3's
-//! completion rules as one pure function ([`rules`]).
+//! directory store that keeps S3's rules for people without S3 ([`local`]), S3's
+//! completion rules as one pure function ([`rules`]), and S3's forms of CRC32C checksums
+//! ([`checksum`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,9 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::source::ByteStream;
-use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
+use crate::types::{ETag, PartNumber, UploadId};
+use crate::url::ObjectUrl;
 
 pub mod body;
+pub mod checksum;
 pub mod local;
 pub mod rules;
 pub mod s3;

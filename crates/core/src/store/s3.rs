@@ -25,16 +25,16 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, Tag, Tagging,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::body::Content;
+use super::checksum::{composite_crc32c, decode_crc32c, encode_crc32c};
 use super::{
     ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
-use crate::types::{ETag, ObjectUrl, PartNumber, UploadId};
+use crate::types::{ETag, PartNumber, UploadId};
+use crate::url::ObjectUrl;
 
 /// Tuning of the S3 client. Credentials and the default region come from the [`SdkConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +207,7 @@ impl S3Store {
             None => (checksum, None),
         };
         u64::try_from(len) == Ok(size)
-            && decode_crc32c(crc) == Ok(composite_crc32c(parts))
+            && decode_crc32c(crc) == Ok(composite_crc32c(parts.iter().map(|p| p.crc32c)))
             && count.is_none_or(|c| c == parts.len().to_string())
     }
 
@@ -637,7 +637,7 @@ const RETRYABLE_CODES: &[&str] = &[
 ];
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
-    crate::sdk::is_retryable(err, RETRYABLE_CODES)
+    crate::aws_error::is_retryable(err, RETRYABLE_CODES)
 }
 
 fn s3_error<E>(op: impl Into<String>, dest: &ObjectUrl, err: SdkError<E>) -> Error
@@ -673,30 +673,6 @@ fn bad_reply(op: impl Into<String>, dest: &ObjectUrl, reason: impl Into<BoxError
 fn part_i32(number: PartNumber) -> i32 {
     // PartNumber is 1..=10,000.
     i32::try_from(number.get()).unwrap_or(i32::MAX)
-}
-
-/// The checksum S3 gives an object made of `parts` (a "composite" checksum): the CRC32C of the
-/// parts' CRC32Cs, each as 4 big-endian bytes.
-fn composite_crc32c(parts: &[UploadedPart]) -> u32 {
-    parts.iter().fold(0, |crc, p| {
-        crc32c::crc32c_append(crc, &p.crc32c.to_be_bytes())
-    })
-}
-
-/// S3's form of a CRC32C: the 4 big-endian bytes, base64.
-pub(crate) fn encode_crc32c(crc: u32) -> String {
-    BASE64.encode(crc.to_be_bytes())
-}
-
-/// Parses S3's form of a CRC32C (a composite one, `...-N`, is not a part's and is refused).
-pub(crate) fn decode_crc32c(s: &str) -> std::result::Result<u32, String> {
-    let bytes = BASE64
-        .decode(s)
-        .map_err(|e| format!("checksum {s:?} is not base64: {e}"))?;
-    let bytes: [u8; 4] = bytes
-        .try_into()
-        .map_err(|_| format!("checksum {s:?} is not 4 bytes long"))?;
-    Ok(u32::from_be_bytes(bytes))
 }
 
 #[cfg(test)]
@@ -750,16 +726,5 @@ mod tests {
         assert!(text.contains("EntityTooSmall"), "{text}");
         assert_eq!(err.s3_code(), Some("EntityTooSmall"));
         assert!(!err.is_retryable());
-    }
-
-    #[test]
-    fn crc32c_round_trips_in_s3_form() {
-        let crc = crc32c::crc32c(b"hello world");
-        assert_eq!(crc, 0xc994_65aa);
-        let s = encode_crc32c(crc);
-        assert_eq!(s, "yZRlqg==");
-        assert_eq!(decode_crc32c(&s), Ok(crc));
-        assert!(decode_crc32c("AAAA").is_err());
-        assert!(decode_crc32c("yZRlqg==-3").is_err());
     }
 }

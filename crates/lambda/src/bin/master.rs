@@ -4,7 +4,7 @@
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use gzship_core::invoke_lambda::LambdaInvoker;
+use gzship_core::invoke::lambda::LambdaInvoker;
 use gzship_core::master::CancellationToken;
 use gzship_core::store::s3::{S3Store, load_sdk_config};
 use gzship_lambda::config::MasterEnv;

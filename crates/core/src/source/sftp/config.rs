@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::backoff::Backoff;
 use crate::config::Secret;
 use crate::error::{Error, Result};
-use crate::types::SourceUrl;
+use crate::url::SourceUrl;
 
 use super::known_hosts::KnownHosts;
 

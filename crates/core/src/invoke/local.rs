@@ -1,33 +1,14 @@
-//! How the master runs tasks: the [`Invoker`] trait and the in-process [`LocalInvoker`].
+//! The in-process [`Invoker`]: each task runs as a worker in this process (the CLI's way).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::invoke::Invoker;
 use crate::source::Source;
 use crate::spool::SpoolBudget;
 use crate::store::MultipartStore;
 use crate::wire::{Task, TaskReport};
 use crate::worker::{self, Progress, WorkerTuning};
-
-/// Runs tasks somewhere: in this process, or in AWS Lambda.
-///
-/// Contract:
-/// - `invoke` returns the worker's report, or the worker's error with its retryability kept
-///   (`Error::is_retryable`), so the master can decide to retry.
-/// - A task may be invoked again after a failure; workers are idempotent (same bytes under the
-///   same part numbers).
-/// - The invoker never completes or aborts the upload: the master does.
-pub trait Invoker: Send + Sync {
-    /// Runs one task to its report.
-    fn invoke(&self, task: Task) -> impl Future<Output = Result<TaskReport>> + Send;
-
-    /// How long one task may run, if the invoker has a limit (Lambda: the worker's timeout).
-    fn time_limit(&self) -> Option<Duration> {
-        None
-    }
-}
 
 /// Runs tasks as in-process workers, all against one source server and one store, sharing
 /// one spool budget.
