@@ -9,6 +9,8 @@
 //! - `net`: free ports on 127.0.0.1 for servers that run in their own process.
 //! - `sftpd`: gzship-sftpd set up like `sshd`, in this process.
 //! - `watch`: the Lambda functions under the runtime emulator, `cargo lambda watch`.
+//! - `stepfunctions`: a real Step Functions engine (ministack) whose Lambda tasks run the
+//!   functions under `watch`.
 //! - `conformance`: the store and SFTP source suites every backend must pass.
 
 pub mod bins;
@@ -21,4 +23,5 @@ mod process;
 pub mod s3;
 pub mod sftpd;
 pub mod sshd;
+pub mod stepfunctions;
 pub mod watch;
