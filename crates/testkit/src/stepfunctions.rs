@@ -1,7 +1,11 @@
 //! A real Step Functions engine for tests: ministack ([`MINISTACK_VERSION`]) on 127.0.0.1,
 //! running Amazon States Language state machines (Standard workflows, inline and DISTRIBUTED
-//! Map, Retry, Catch) whose Lambda tasks it forwards to the functions under
-//! `cargo lambda watch` ([`crate::watch::Watch`]).
+//! Map, Retry, Catch) whose Lambda tasks run the workspace's functions, in one of two ways:
+//! - [`StepFunctions::register_function`]: ministack forwards each invoke to the functions
+//!   under `cargo lambda watch` ([`crate::watch::Watch`]), as the other Lambda tests run them.
+//! - [`StepFunctions::register_binary`]: ministack runs the built binary
+//!   ([`crate::bins::path`]) itself, as a `provided.al2023` function with its own Lambda
+//!   runtime API; errors then reach the state machine as on AWS (see below).
 //!
 //! ```no_run
 //! # async fn demo(watch: &gzship_testkit::watch::Watch) {
@@ -17,14 +21,15 @@
 //! ```
 //!
 //! What ministack does differently from AWS, and where this module keeps it:
-//! - A failed Lambda task's `Error` is always `Runtime.HandlerError`, and its `Cause` wraps the
-//!   function's reply (`Proxy target returned HTTP 500: {"errorType": ...}`, cut at 512 bytes).
-//!   On AWS the `Error` is the function's `errorType`. [`lambda_error_type`] reads gzship's
-//!   error type from either, and is the one place that knows the difference. A state machine's
-//!   `Retry` or `Catch` that names gzship's error types matches nothing here; only
-//!   `States.ALL` and `States.TaskFailed` do.
-//! - A function reply of HTTP 200 is a success even with `X-Amz-Function-Error` (cargo lambda
-//!   watch answers errors with 500, which ministack does report as errors).
+//! - A failed task of a forwarded function has the `Error` `Runtime.HandlerError`, and its
+//!   `Cause` wraps the function's reply (`Proxy target returned HTTP 500: {"errorType": ...}`,
+//!   cut at 512 bytes). On AWS, and for a function registered with `register_binary`, the
+//!   `Error` is the function's `errorType` and the `Cause` its reply. [`lambda_error_type`]
+//!   reads gzship's error type from either, and is the one place that knows the difference. A
+//!   `Retry` or `Catch` that names gzship's error types matches nothing for a forwarded
+//!   function; only `States.ALL` and `States.TaskFailed` do.
+//! - A forwarded function's reply of HTTP 200 is a success even with `X-Amz-Function-Error`
+//!   (cargo lambda watch answers errors with 500, which ministack does report as errors).
 //! - A failed execution's `output` is `{"Error", "Cause"}`; AWS has none. [`Execution::output`]
 //!   is `None` unless the execution succeeded, as on AWS.
 //! - No `RedriveExecution` (ministack 1.5.33 answers `InvalidAction`), so there is no
@@ -36,9 +41,9 @@
 //!   `States.ExceedToleratedFailureThreshold` and a cause that does not name the item's error:
 //!   that lives in the child execution.
 //!
-//! The Lambda function timeout registered with ministack is the HTTP timeout of its forwarded
-//! invoke: [`StepFunctions::register_function`] sets AWS's maximum, 900 s, since the first
-//! invocation under `cargo lambda watch` builds the function.
+//! Functions are registered with AWS's maximum timeout, 900 s: for a forwarded function it is
+//! the timeout of ministack's HTTP request, and the first invocation under `cargo lambda watch`
+//! builds the function.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -187,6 +192,48 @@ fn forwarded_error_type(cause: &str) -> Option<String> {
         .ok()
 }
 
+/// A zip holding one executable file, `bootstrap` (stored, not compressed).
+fn zip_bootstrap(content: &[u8]) -> Vec<u8> {
+    const NAME: &[u8] = b"bootstrap";
+    // rwxr-xr-x regular file, in the high half of the external attributes (unix "made by").
+    const MODE: u32 = 0o100_755 << 16;
+    let crc = crc32fast::hash(content);
+    let size = u32::try_from(content.len()).expect("a bootstrap script is small");
+    let name_len = u16::try_from(NAME.len()).expect("a short name");
+    let mut zip = Vec::new();
+    // Local file header: version 1.0, no flags, stored, no time, crc, sizes, name.
+    zip.extend_from_slice(&0x0403_4b50_u32.to_le_bytes());
+    zip.extend_from_slice(&[10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for field in [crc, size, size] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    zip.extend_from_slice(&name_len.to_le_bytes());
+    zip.extend_from_slice(&0_u16.to_le_bytes());
+    zip.extend_from_slice(NAME);
+    zip.extend_from_slice(content);
+    let directory_offset = u32::try_from(zip.len()).expect("a small zip");
+    // Central directory header: made by unix (3) zip 2.0, needs 1.0, the same fields, then
+    // comment length, disk, internal attributes, external attributes, local header offset.
+    zip.extend_from_slice(&0x0201_4b50_u32.to_le_bytes());
+    zip.extend_from_slice(&[20, 3, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    for field in [crc, size, size] {
+        zip.extend_from_slice(&field.to_le_bytes());
+    }
+    zip.extend_from_slice(&name_len.to_le_bytes());
+    zip.extend_from_slice(&[0; 8]);
+    zip.extend_from_slice(&MODE.to_le_bytes());
+    zip.extend_from_slice(&0_u32.to_le_bytes());
+    zip.extend_from_slice(NAME);
+    let directory_len = u32::try_from(zip.len()).expect("a small zip") - directory_offset;
+    // End of central directory: one entry.
+    zip.extend_from_slice(&0x0605_4b50_u32.to_le_bytes());
+    zip.extend_from_slice(&[0, 0, 0, 0, 1, 0, 1, 0]);
+    zip.extend_from_slice(&directory_len.to_le_bytes());
+    zip.extend_from_slice(&directory_offset.to_le_bytes());
+    zip.extend_from_slice(&0_u16.to_le_bytes());
+    zip
+}
+
 impl StepFunctions {
     /// Starts ministack on a free port of 127.0.0.1 with Retry intervals and Wait states as
     /// written, and waits until it answers HTTP.
@@ -317,8 +364,57 @@ impl StepFunctions {
         let environment = aws_sdk_lambda::types::Environment::builder()
             .variables("MINISTACK_LAMBDA_PROXY_URL", proxy_url)
             .build();
+        self.create_function(name, EMPTY_ZIP.to_vec(), environment)
+            .await
+    }
+
+    /// Registers the Lambda function `name` as the binary `exe` (such as
+    /// [`crate::bins::path`]`("worker")`), which ministack runs itself as a `provided.al2023`
+    /// function with `env` and its own Lambda runtime API; returns its ARN.
+    ///
+    /// Unlike a function forwarded to `cargo lambda watch` ([`StepFunctions::register_function`]),
+    /// a failed task's `Error` is then the function's `errorType`, as on AWS, so a `Retry` or
+    /// `Catch` that names gzship's error types matches. The functions' output goes to
+    /// [`StepFunctions::log`]. ministack keeps warm instances of the function between
+    /// invocations, as AWS does.
+    pub async fn register_binary(
+        &self,
+        name: &str,
+        exe: &std::path::Path,
+        env: &[(String, String)],
+    ) -> String {
+        // A link of its own: cargo replaces the workspace's binaries when anything builds them
+        // again (`cargo lambda watch` does, with another profile), and the function must not
+        // find its file missing, or changed, while a test runs.
+        let own = self.dir.path().join(format!("function-{name}"));
+        if std::fs::hard_link(exe, &own).is_err() {
+            std::fs::copy(exe, &own)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", exe.display(), own.display()));
+        }
+        let exe = own.to_str().unwrap_or_else(|| {
+            panic!("{} is not UTF-8: cannot name it in a script", own.display())
+        });
+        assert!(
+            !exe.contains('\''),
+            "{exe} has a single quote: cannot name it in a script"
+        );
+        let bootstrap = format!("#!/bin/sh\nexec '{exe}'\n");
+        let mut variables = aws_sdk_lambda::types::Environment::builder();
+        for (k, v) in env {
+            variables = variables.variables(k, v);
+        }
+        self.create_function(name, zip_bootstrap(bootstrap.as_bytes()), variables.build())
+            .await
+    }
+
+    async fn create_function(
+        &self,
+        name: &str,
+        zip: Vec<u8>,
+        environment: aws_sdk_lambda::types::Environment,
+    ) -> String {
         let code = aws_sdk_lambda::types::FunctionCode::builder()
-            .zip_file(Blob::new(EMPTY_ZIP.to_vec()))
+            .zip_file(Blob::new(zip))
             .build();
         let created = self
             .lambda
@@ -553,6 +649,29 @@ mod tests {
             "errorType": "Runtime.HandlerError",
         })
         .to_string()
+    }
+
+    #[test]
+    fn the_bootstrap_zip_unpacks_with_pythons_zipfile_as_an_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("code.zip");
+        std::fs::write(&zip, zip_bootstrap(b"#!/bin/sh\nexec true\n")).unwrap();
+        // What ministack does with a function's code: extract, keeping the mode bits.
+        let script = "import sys, zipfile\n\
+            z = zipfile.ZipFile(sys.argv[1])\n\
+            assert z.testzip() is None\n\
+            (info,) = z.infolist()\n\
+            print(info.filename, oct(info.external_attr >> 16), z.read(info).decode(), end='')";
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&zip)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "bootstrap 0o100755 #!/bin/sh\nexec true\n"
+        );
     }
 
     #[test]
