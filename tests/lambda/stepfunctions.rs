@@ -1,15 +1,17 @@
 //! A real Step Functions engine (ministack, `gzship_testkit::stepfunctions`) running a Standard
-//! state machine over the functions under `cargo lambda watch`, in the shape issue 13's state
-//! machine takes: a DISTRIBUTED Map that invokes a function per item with a Retry, a completion
-//! step after it, and a Catch on the Map that leads to a failure step.
+//! state machine in the shape issue 13's takes: a DISTRIBUTED Map that invokes a function per
+//! item with a Retry, a completion step after it, and a Catch on the Map that leads to a failure
+//! step.
 //!
-//! The function is the master, and the items are events it answers without any server: SQS
-//! batches whose messages carry no job (it succeeds, reporting each message as a batch item
-//! failure) and file-arrival notices it has no template for (it fails with
-//! `Fatal.InvalidInput`, which it does not need a worker or a server to find out). So the tests are quick and check the harness, not shipping.
+//! The function is the master, under `cargo lambda watch` or as a binary that ministack runs
+//! itself (where its error type reaches the state machine as on AWS). The items are events it
+//! answers without any server: SQS batches whose messages carry no job (it succeeds, reporting
+//! each message as a batch item failure) and file-arrival notices it has no template for (it
+//! fails with `Fatal.InvalidInput`). So the tests are quick and check the harness, not shipping.
 
 use std::time::Duration;
 
+use gzship_testkit::bins;
 use gzship_testkit::net::free_port;
 use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
 use gzship_testkit::stepfunctions::{ExecutionStatus, ROLE_ARN, StepFunctions};
@@ -45,10 +47,10 @@ fn master_env() -> Vec<(String, String)> {
 }
 
 /// A DISTRIBUTED Map over the input's `events`, each item the event of one invocation of
-/// `function`; a retry of any task failure (one, after a second); then a completion step that
-/// gathers the tasks' results, or, caught on the Map, a failure step that ends the execution
-/// with the Map's error as its cause.
-fn definition(function: &str) -> String {
+/// `function`; one retry, after a second, of a task that failed with `retry_on`; then a
+/// completion step that gathers the tasks' results, or, caught on the Map, a failure step that
+/// ends the execution with the Map's error as its cause.
+fn definition(function: &str, retry_on: &str) -> String {
     json!({
         "Comment": "gzship-testkit: the shape of issue 13's state machine",
         "StartAt": "Tasks",
@@ -66,10 +68,8 @@ fn definition(function: &str) -> String {
                             "Resource": "arn:aws:states:::lambda:invoke",
                             "Parameters": {"FunctionName": function, "Payload.$": "$"},
                             "ResultSelector": {"failures.$": "$.Payload.batchItemFailures"},
-                            // States.TaskFailed matches a function error on AWS and in
-                            // ministack alike (gzship's own error names only on AWS).
                             "Retry": [{
-                                "ErrorEquals": ["States.TaskFailed"],
+                                "ErrorEquals": [retry_on],
                                 "IntervalSeconds": 1,
                                 "MaxAttempts": 1,
                                 "BackoffRate": 2.0
@@ -88,37 +88,38 @@ fn definition(function: &str) -> String {
     .to_string()
 }
 
-/// ministack with the master registered, and the master under `cargo lambda watch`.
+/// ministack with the master registered and the state machine created.
 struct Engine {
     sfn: StepFunctions,
-    watch: Watch,
+    /// Where the master runs, unless ministack runs it itself.
+    watch: Option<Watch>,
     machine: String,
 }
 
-async fn engine(name: &str) -> Engine {
+/// The master under `cargo lambda watch`, which ministack forwards invokes to. A function
+/// error reaches the state machine as `Runtime.HandlerError` there, so the Retry names
+/// `States.TaskFailed`, which matches any error on AWS and in ministack alike.
+async fn forwarding_engine(name: &str) -> Engine {
     let sfn = StepFunctions::start().await;
     let watch = Watch::start(free_port(), &master_env());
     let master = sfn
         .register_function("master", &watch.function_url("master"))
         .await;
     let machine = sfn
-        .create_state_machine(name, &definition(&master), ROLE_ARN)
+        .create_state_machine(name, &definition(&master, "States.TaskFailed"), ROLE_ARN)
         .await;
     Engine {
         sfn,
-        watch,
+        watch: Some(watch),
         machine,
     }
 }
 
 impl Engine {
-    /// Both servers' logs, for a failure message.
+    /// The servers' logs, for a failure message.
     fn logs(&self) -> String {
-        format!(
-            "ministack log:\n{}\nemulator log:\n{}",
-            self.sfn.log(),
-            self.watch.log()
-        )
+        let watch = self.watch.as_ref().map(Watch::log).unwrap_or_default();
+        format!("ministack log:\n{}\nemulator log:\n{watch}", self.sfn.log())
     }
 }
 
@@ -129,7 +130,7 @@ fn sqs_event(message_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn distributed_map_runs_the_master_per_item_then_the_completion_step() {
-    let e = engine("completes").await;
+    let e = forwarding_engine("completes").await;
     let input = json!({"events": [sqs_event("m-0"), sqs_event("m-1"), sqs_event("m-2")]});
     let run = e.sfn.start_execution(&e.machine, &input).await;
     let done = e.sfn.wait(&run, RUN_TIMEOUT).await;
@@ -160,7 +161,7 @@ async fn distributed_map_runs_the_master_per_item_then_the_completion_step() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rejected_item_is_retried_then_caught_into_the_failure_step() {
-    let e = engine("fails").await;
+    let e = forwarding_engine("fails").await;
     // File-arrival notices the master has no GZSHIP_JOB_TEMPLATE for: Fatal.InvalidInput.
     let notices = [
         json!({"path": "/exports/a.csv"}),
@@ -211,4 +212,52 @@ async fn a_rejected_item_is_retried_then_caught_into_the_failure_step() {
             e.logs()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binary_run_by_the_engine_fails_with_gzships_error_type_as_on_aws() {
+    let sfn = StepFunctions::start().await;
+    let master = sfn
+        .register_binary("master", &bins::path("master"), &master_env())
+        .await;
+    // Retry on gzship's own error type, as the real state machine will.
+    let definition = definition(&master, "Fatal.InvalidInput");
+    let machine = sfn
+        .create_state_machine("binary", &definition, ROLE_ARN)
+        .await;
+    let notice = json!({"path": "/exports/a.csv"});
+    let run = sfn
+        .start_execution(&machine, &json!({"events": [notice]}))
+        .await;
+    let done = sfn.wait(&run, RUN_TIMEOUT).await;
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Failed,
+        "{done:?}\n{}",
+        sfn.log()
+    );
+    assert_eq!(done.error.as_deref(), Some("JobFailed"), "{done:?}");
+
+    let children = sfn.map_run_executions(&run).await;
+    let [child] = children.as_slice() else {
+        panic!("expected one item: {children:?}");
+    };
+    assert_eq!(child.input, notice);
+    // The function's errorType is the task's error itself here, with no help from
+    // lambda_error_type, and the Retry that names it matched.
+    assert_eq!(
+        child.error.as_deref(),
+        Some("Fatal.InvalidInput"),
+        "{child:?}"
+    );
+    let attempts = sfn.task_failures(&child.arn).await;
+    let errors: Vec<_> = attempts.iter().map(|f| f.error.as_str()).collect();
+    assert_eq!(
+        errors,
+        ["Fatal.InvalidInput", "Fatal.InvalidInput"],
+        "{attempts:?}\n{}",
+        sfn.log()
+    );
+    let cause = attempts[1].cause.as_deref().unwrap_or_default();
+    assert!(cause.contains("needs GZSHIP_JOB_TEMPLATE"), "{cause}");
 }
