@@ -51,5 +51,14 @@ pip_install() {
 command -v cargo-lambda >/dev/null 2>&1 || pip_install cargo-lambda
 command -v cfn-lint >/dev/null 2>&1 || pip_install cfn-lint
 
+# ministack runs Step Functions state machines (Distributed Map, Retry, Catch) in
+# crates/testkit/src/stepfunctions.rs and forwards their Lambda invokes to `cargo lambda watch`.
+# Pinned: the test kit relies on how it reports a proxied function's error and on what it does
+# not implement (RedriveExecution); see that module. It pins botocore exactly (moto accepts it).
+MINISTACK_VERSION=1.5.33
+if ! python3 -c "import sys, importlib.metadata as m; sys.exit(m.version('ministack') != '$MINISTACK_VERSION')" >/dev/null 2>&1; then
+    pip_install "ministack==$MINISTACK_VERSION"
+fi
+
 # pip under pyenv puts console scripts behind shims; make sure the new ones resolve now.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -5,19 +5,9 @@
 //! would: the object decompresses with gzip, pigz and Python to the source's SHA-256, and a
 //! failed worker leaves no multipart upload behind.
 //!
-//! `cargo lambda watch` builds the functions with `cargo run` into the shared target directory
-//! on their first invocation and passes its own environment to them; each emulator here gets
-//! the environment of the functions it serves, as each function has its own in AWS.
+//! Each emulator ([`Watch`]) gets the environment of the functions it serves, as each function
+//! has its own in AWS.
 
-use std::fs::File;
-use std::net::{Ipv4Addr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use aws_sdk_lambda::error::SdkError;
-use aws_sdk_lambda::primitives::Blob;
 use gzship_core::ObjectUrl;
 use gzship_core::store::ObjectStore;
 use gzship_core::types::MIB;
@@ -27,140 +17,11 @@ use gzship_testkit::decode::assert_decodes;
 use gzship_testkit::net::free_port;
 use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
 use gzship_testkit::sshd::Sshd;
+use gzship_testkit::watch::Watch;
 use serde_json::{Value, json};
 
 const BUCKET: &str = "e2e-lambda";
 const SECRET: &str = "gzship/e2e-ssh";
-const INSTALL_HINT: &str =
-    "run scripts/install-test-deps.sh (pip install cargo-lambda) to get `cargo lambda`";
-/// How long the emulator may take to answer its port.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-/// The first invocation builds the function: allow for a build on two cores.
-const INVOKE_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// A `cargo lambda watch` process group; killed on drop.
-struct Watch {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Watch {
-    /// Starts the emulator on `port` with `env` for its functions.
-    fn start(port: u16, env: &[(String, String)]) -> Watch {
-        let version = Command::new("cargo").args(["lambda", "--version"]).output();
-        match version {
-            Ok(o) if o.status.success() => {}
-            _ => panic!("`cargo lambda` is not installed: {INSTALL_HINT}"),
-        }
-        // Logs live outside the crate: the emulator watches the workspace for changes.
-        let dir = tempfile::Builder::new()
-            .prefix("gzship-watch-")
-            .tempdir()
-            .unwrap();
-        let log = dir.path().join("watch.log");
-        let out = File::create(&log).unwrap();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        // CARGO_TARGET_TMPDIR is <target dir>/tmp: build into the same target directory.
-        let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap();
-        let child = Command::new("cargo")
-            .args(["lambda", "watch", "--quiet", "--ignore-changes"])
-            .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
-            .arg(port.to_string())
-            .args(["--concurrency", "4", "--package", "gzship-lambda"])
-            .current_dir(workspace)
-            .env("CARGO_TARGET_DIR", target_dir)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            // Its own process group, so that drop ends the functions it spawned too.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn cargo lambda watch: {e}; {INSTALL_HINT}"));
-        let mut watch = Watch {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            if let Some(status) = watch.child.try_wait().unwrap() {
-                panic!("cargo lambda watch exited with {status}:\n{}", watch.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cargo lambda watch did not listen on {port} within {START_TIMEOUT:?}:\n{}",
-                watch.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        watch
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Invokes `function` as the SDK does in AWS; returns the response payload, or the
-    /// function's error body.
-    async fn invoke(&self, function: &str, payload: &Value) -> Result<Value, Value> {
-        let sdk = gzship_testkit::s3::sdk_config();
-        let config = aws_sdk_lambda::config::Builder::from(&sdk)
-            .endpoint_url(self.endpoint())
-            .timeout_config(
-                aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(INVOKE_TIMEOUT)
-                    .build(),
-            )
-            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
-            .build();
-        let client = aws_sdk_lambda::Client::from_conf(config);
-        let sent = client
-            .invoke()
-            .function_name(function)
-            .payload(Blob::new(serde_json::to_vec(payload).unwrap()))
-            .send()
-            .await;
-        match sent {
-            Ok(out) => {
-                let body: Value =
-                    serde_json::from_slice(out.payload().map(|b| b.as_ref()).unwrap_or(b"null"))
-                        .unwrap();
-                if out.function_error().is_some() {
-                    Err(body)
-                } else {
-                    Ok(body)
-                }
-            }
-            // The emulator answers a function error with HTTP 500 and the same body.
-            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 500 => {
-                Err(serde_json::from_slice(e.raw().body().bytes().unwrap()).unwrap())
-            }
-            Err(e) => panic!(
-                "invoke {function}: {}\nemulator log:\n{}",
-                aws_sdk_lambda::error::DisplayErrorContext(e),
-                self.log()
-            ),
-        }
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        // The group is the emulator, cargo and the function processes it started.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 struct Env {
     sshd: Sshd,

@@ -48,9 +48,31 @@ pub fn path(name: &str) -> PathBuf {
     exe
 }
 
-/// Builds the workspace's binaries; returns the directory they are in (`<target>/debug` for the
-/// test profile).
-fn build() -> Result<PathBuf, String> {
+/// The target directory the running test was built in, where tools that build the workspace
+/// themselves (`cargo lambda watch`) should build too, so that they reuse its libraries.
+pub fn target_dir() -> PathBuf {
+    match layout() {
+        Ok(layout) => layout.target,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The workspace's root directory (where its `Cargo.toml` is).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where the running test executable sits in its target directory.
+struct Layout {
+    /// `<target>/<profile dir>`, where the binaries go.
+    dir: PathBuf,
+    /// `<target>`.
+    target: PathBuf,
+    /// The profile the test was built with (`test` for `<target>/debug`).
+    profile: String,
+}
+
+fn layout() -> Result<Layout, String> {
     let exe = std::env::current_exe().map_err(|e| format!("find the test executable: {e}"))?;
     // Test executables live in <target>/<profile dir>/deps; the binaries in <profile dir>.
     let layout = exe
@@ -72,7 +94,21 @@ fn build() -> Result<PathBuf, String> {
         Some(other) => other,
         None => return Err(format!("no profile directory in {}", dir.display())),
     };
+    Ok(Layout {
+        dir: dir.to_owned(),
+        target: target.to_owned(),
+        profile: profile.to_owned(),
+    })
+}
 
+/// Builds the workspace's binaries; returns the directory they are in (`<target>/debug` for the
+/// test profile).
+fn build() -> Result<PathBuf, String> {
+    let Layout {
+        dir,
+        target,
+        profile,
+    } = layout()?;
     let lock_path = dir.join(".gzship-testkit-bins.lock");
     let lock =
         File::create(&lock_path).map_err(|e| format!("create {}: {e}", lock_path.display()))?;
@@ -83,10 +119,10 @@ fn build() -> Result<PathBuf, String> {
     if let Some(run) = &run
         && std::fs::read_to_string(&stamp).is_ok_and(|built| &built == run)
     {
-        return Ok(dir.to_owned());
+        return Ok(dir);
     }
 
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = workspace_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args([
@@ -95,11 +131,11 @@ fn build() -> Result<PathBuf, String> {
         "--bins",
         "--tests",
         "--profile",
-        profile,
+        &profile,
     ])
     .arg("--manifest-path")
     .arg(workspace.join("Cargo.toml"))
-    .env("CARGO_TARGET_DIR", target);
+    .env("CARGO_TARGET_DIR", &target);
     let out = cmd.output().map_err(|e| format!("run {cmd:?}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
@@ -111,5 +147,5 @@ fn build() -> Result<PathBuf, String> {
     if let Some(run) = &run {
         std::fs::write(&stamp, run).map_err(|e| format!("write {}: {e}", stamp.display()))?;
     }
-    Ok(dir.to_owned())
+    Ok(dir)
 }

@@ -8,6 +8,9 @@
 //! - `bins`: the workspace's binaries (`gzship`), built when missing or stale.
 //! - `net`: free ports on 127.0.0.1 for servers that run in their own process.
 //! - `sftpd`: gzship-sftpd set up like `sshd`, in this process.
+//! - `watch`: the Lambda functions under the runtime emulator, `cargo lambda watch`.
+//! - `stepfunctions`: a real Step Functions engine (ministack) whose Lambda tasks run the
+//!   functions under `watch`.
 //! - `conformance`: the store and SFTP source suites every backend must pass.
 
 pub mod bins;
@@ -16,6 +19,9 @@ pub mod decode;
 /// Seeded sample data (the `gzship-sample` crate, which the CLI's demo uses too).
 pub use gzship_sample as data;
 pub mod net;
+mod process;
 pub mod s3;
 pub mod sftpd;
 pub mod sshd;
+pub mod stepfunctions;
+pub mod watch;

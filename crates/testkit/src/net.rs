@@ -1,6 +1,7 @@
 //! Ports on 127.0.0.1 for servers that run in their own process.
 
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
 
 /// A TCP port of 127.0.0.1 that was free a moment ago, for servers that take a port number
 /// (OpenSSH sshd, moto, `cargo lambda watch`) and cannot take a bound listener.
@@ -15,4 +16,24 @@ pub fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("bind 127.0.0.1:0 to find a free port")
         .port()
+}
+
+/// Whether something at `addr` answers an HTTP request (any status: the server is up), for
+/// servers that take a moment to start (moto, ministack).
+pub(crate) async fn http_answers(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+        conn.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .ok()?;
+        let mut head = [0u8; 5];
+        conn.read_exact(&mut head).await.ok()?;
+        (&head == b"HTTP/").then_some(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
 }

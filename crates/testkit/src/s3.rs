@@ -129,7 +129,7 @@ impl S3Server {
                 }
                 return Err(format!("exited with {status}\n{log}"));
             }
-            if http_answers(addr).await {
+            if crate::net::http_answers(addr).await {
                 return Ok(server);
             }
             if Instant::now() > deadline {
@@ -248,23 +248,4 @@ pub fn sdk_config() -> SdkConfig {
             "gzship-testkit",
         )))
         .build()
-}
-
-/// Whether something at `addr` answers an HTTP request (any status: moto is up).
-async fn http_answers(addr: SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
-        conn.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await
-            .ok()?;
-        let mut head = [0u8; 5];
-        conn.read_exact(&mut head).await.ok()?;
-        (&head == b"HTTP/").then_some(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), attempt)
-        .await
-        .ok()
-        .flatten()
-        .is_some()
 }
