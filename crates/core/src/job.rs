@@ -40,7 +40,8 @@ use crate::gzip::Level;
 use crate::plan::Plan;
 use crate::source::SourceStat;
 use crate::store::{ListedPart, ObjectStore, UploadedPart};
-use crate::types::{ObjectUrl, SourceUrl, UploadId};
+use crate::types::UploadId;
+use crate::url::{ObjectUrl, SourceUrl};
 use crate::wire::{Task, TaskReport};
 
 /// Where job records live in a bucket unless configured otherwise (`GZSHIP_JOBS_PREFIX`).

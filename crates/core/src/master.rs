@@ -19,7 +19,8 @@ use crate::job::{self, JobRecord, JobRef};
 use crate::plan::{self, Plan};
 use crate::source::{Source, SourceStat};
 use crate::store::{ListedPart, MultipartStore, ObjectMeta, ObjectStore, UploadedPart};
-use crate::types::{MAX_PART_SIZE, MIN_PART_SIZE, ObjectUrl, SourceUrl, UploadId};
+use crate::types::{MAX_PART_SIZE, MIN_PART_SIZE, UploadId};
+use crate::url::{ObjectUrl, SourceUrl};
 use crate::wire::{JobReport, JobRequest, Task, TaskReport};
 use crate::worker::Progress;
 
