@@ -230,6 +230,31 @@ where
     I: Invoker,
 {
     let started = Instant::now();
+    let (record, done) = prepare_resume(at, source, store, config).await?;
+    if let Some(p) = progress {
+        p.total_bytes
+            .store(record.source_stat.size, Ordering::Relaxed);
+        p.source_bytes
+            .store(record.bytes_of(&done), Ordering::Relaxed);
+    }
+    execute(at, &record, store, invoker, config, &done, started).await
+}
+
+/// What resuming the job at `at` starts from: its record (with an upload, created now if the
+/// job stopped before recording one) and the tasks already done, confirmed by `ListParts`.
+/// A changed source aborts the job and removes its record; an upload that is gone removes the
+/// record. Whoever runs the remaining tasks ([`resume`], or a Step Functions execution over
+/// their indices) then completes with [`finish`].
+pub async fn prepare_resume<S, M>(
+    at: &JobRef,
+    source: &S,
+    store: &M,
+    config: &MasterConfig,
+) -> Result<(JobRecord, BTreeSet<u32>)>
+where
+    S: Source,
+    M: MultipartStore + ObjectStore,
+{
     let mut record = at.read_existing(store).await?;
     config.policy.check_source(&record.source)?;
     config.policy.check_destination(&record.destination)?;
@@ -287,12 +312,7 @@ where
         job = %record.job_id, upload_id = %upload_id, done = done.len(),
         tasks = record.plan.tasks.len(), "resuming job"
     );
-    if let Some(p) = progress {
-        p.total_bytes.store(stat.size, Ordering::Relaxed);
-        p.source_bytes
-            .store(record.bytes_of(&done), Ordering::Relaxed);
-    }
-    execute(at, &record, store, invoker, config, &done, started).await
+    Ok((record, done))
 }
 
 /// Aborts the job recorded at `at`: aborts its upload (one already gone is fine) and removes
