@@ -14,6 +14,10 @@ pub const TASK_OVERHEAD: Duration = Duration::from_millis(1500);
 /// Seconds the master spends outside tasks: stat, CreateMultipartUpload, Complete.
 pub const MASTER_OVERHEAD: Duration = Duration::from_secs(2);
 
+/// Time the Lambda master keeps for itself (stat, create, complete, abort) out of its timeout:
+/// a job whose schedule ends later is too long for one master ([`Schedule::fits_master`]).
+pub const MASTER_MARGIN: Duration = Duration::from_secs(60);
+
 /// Share of a time limit a task is planned to use: a quarter stays spare for slower data
 /// (a worse ratio, a slower core) than the assumed throughput.
 pub const TIME_LIMIT_SHARE: f64 = 0.75;
@@ -45,6 +49,19 @@ pub struct Schedule {
     pub worker_bytes_per_s: f64,
     /// Tasks running at once.
     pub running: usize,
+}
+
+impl Schedule {
+    /// Seconds of a master's timeout its tasks may take: the timeout less [`MASTER_MARGIN`].
+    pub fn master_budget_secs(master_timeout: Duration) -> f64 {
+        master_timeout.saturating_sub(MASTER_MARGIN).as_secs_f64()
+    }
+
+    /// Whether one master with `master_timeout` runs the whole schedule itself; a longer job
+    /// goes through the state machine on Lambda.
+    pub fn fits_master(&self, master_timeout: Duration) -> bool {
+        self.wall_secs <= Self::master_budget_secs(master_timeout)
+    }
 }
 
 impl DurationModel {

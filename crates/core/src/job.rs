@@ -8,6 +8,9 @@
 //! <prefix><job-id>/job.json           the job record: source and its stat, destination,
 //!                                     upload id, plan (tasks, part windows, part size), level
 //! <prefix><job-id>/tasks/00042.json   task 42's report, once its last part is uploaded
+//! <prefix><job-id>/errors/00042.json  task 42's fatal error, when a worker run by the state
+//!                                     machine failed for good (Step Functions does not carry
+//!                                     an item's error out of a Distributed Map)
 //! ```
 //! A [`JobRef`] names one job's record; its [URL](JobRef::url) (`s3://bucket/.gzship/jobs/ID`)
 //! is what `gzship jobs` prints and `gzship resume` takes.
@@ -58,6 +61,20 @@ const READS_IN_FLIGHT: usize = 32;
 
 const JOB_FILE: &str = "job.json";
 const TASKS_DIR: &str = "tasks/";
+const ERRORS_DIR: &str = "errors/";
+
+/// A task's fatal error, recorded by the worker that ran it so that whoever ends the job (the
+/// state machine's failure step) knows to abort it rather than keep it for a resume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskError {
+    /// The task's index.
+    pub index: u32,
+    /// Its Lambda `errorType` (`Fatal.SourceChanged`, ...).
+    pub error_type: String,
+    /// Its message, the whole chain.
+    pub message: String,
+}
 
 /// A job's durable state: everything needed to run its remaining tasks and complete it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +249,36 @@ impl JobRef {
     /// Records a task's report (idempotent: a retried task records the same facts).
     pub async fn record_task<M: ObjectStore>(&self, store: &M, report: &TaskReport) -> Result<()> {
         put_json(store, &self.task_file(report.index), report).await
+    }
+
+    /// Records a task's fatal error (idempotent: a later failure of the task overwrites it).
+    pub async fn record_error<M: ObjectStore>(&self, store: &M, error: &TaskError) -> Result<()> {
+        put_json(
+            store,
+            &self.file(&format!("{ERRORS_DIR}{:05}.json", error.index)),
+            error,
+        )
+        .await
+    }
+
+    /// The recorded task errors, by task index.
+    pub async fn recorded_errors<M: ObjectStore>(&self, store: &M) -> Result<Vec<TaskError>> {
+        let prefix = self.file(ERRORS_DIR).key;
+        let mut errors = Vec::new();
+        for o in store.list_objects(&self.bucket, &prefix).await? {
+            if o.key.strip_prefix(&prefix).and_then(task_index).is_none() {
+                continue;
+            }
+            let url = ObjectUrl {
+                bucket: self.bucket.clone(),
+                key: o.key,
+            };
+            if let Some(e) = get_json::<M, TaskError>(store, &url).await? {
+                errors.push(e);
+            }
+        }
+        errors.sort_by_key(|e| e.index);
+        Ok(errors)
     }
 
     /// The indices of the tasks whose reports are recorded, from one listing.
@@ -569,6 +616,16 @@ mod tests {
         at.record_task(&store, &report).await?;
         assert_eq!(at.recorded_tasks(&store).await?, BTreeSet::from([1]));
         assert_eq!(at.task_reports(&store).await?[&1], report);
+        assert!(at.recorded_errors(&store).await?.is_empty());
+        let failed = TaskError {
+            index: 2,
+            error_type: "Fatal.NotAFile".into(),
+            message: "/data/big is not a regular file".into(),
+        };
+        at.record_error(&store, &failed).await?;
+        assert_eq!(at.recorded_errors(&store).await?, [failed]);
+        // Errors are not reports.
+        assert_eq!(at.recorded_tasks(&store).await?, BTreeSet::from([1]));
 
         let jobs = list_jobs(&store, &dest.bucket, DEFAULT_JOBS_PREFIX).await?;
         assert_eq!(jobs.len(), 1);

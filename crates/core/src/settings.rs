@@ -752,6 +752,16 @@ pub static SETTINGS: &[Setting] = &[
         "The master invokes it once per task."
     ),
     setting!(
+        "state-machine",
+        "GZSHIP_STATE_MACHINE",
+        Text,
+        Lambda,
+        Only::Lambda("the CLI has no time limit and runs every job itself"),
+        Unset("none"),
+        "ARN of the Step Functions state machine that runs jobs longer than the master's timeout (master)",
+        "Unset: such jobs are refused. The template passes its own state machine."
+    ),
+    setting!(
         "job-template",
         "GZSHIP_JOB_TEMPLATE",
         Text,
@@ -805,6 +815,8 @@ pub struct LambdaSettings {
     pub worker_function: Option<String>,
     /// `GZSHIP_JOB_TEMPLATE`, as JSON text (the Lambda crate parses it).
     pub job_template: Option<String>,
+    /// `GZSHIP_STATE_MACHINE`: the state machine for jobs longer than the master's timeout.
+    pub state_machine: Option<String>,
 }
 
 /// Every setting, parsed and validated.
@@ -1044,6 +1056,7 @@ impl Settings {
         let lambda = LambdaSettings {
             worker_function: r.text("GZSHIP_WORKER_FUNCTION")?,
             job_template: r.text("GZSHIP_JOB_TEMPLATE")?,
+            state_machine: r.text("GZSHIP_STATE_MACHINE")?,
         };
         let master = MasterConfig {
             worker_mb_per_s: model.worker_mb_per_s,

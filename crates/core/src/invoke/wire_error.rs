@@ -22,6 +22,12 @@ pub const RETRYABLE_PREFIX: &str = "Retryable.";
 /// Prefix of an `errorType` when another attempt cannot help.
 pub const FATAL_PREFIX: &str = "Fatal.";
 
+/// The names ([`Error::error_type`]) of gzship's errors that can be retryable, so that a
+/// Step Functions `Retry` (which has no wildcards) can list every `Retryable.{name}`: SSH and
+/// SFTP failures, S3 and invoke errors the SDK classifies as transient. A handler's own
+/// retryable errors (the Lambda crate's `SecretFetch`) are added there.
+pub const RETRYABLE_NAMES: &[&str] = &["SshConnect", "SftpStat", "SftpRead", "S3", "Invoke"];
+
 /// A function's error as Lambda carries it: the JSON body of the runtime's `Diagnostic`, and of
 /// a failed invoke's answer. Unknown fields are accepted: the body is Lambda's, and its own
 /// failures may add some (a `stackTrace`, ...).
@@ -151,6 +157,37 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::ByteRange;
+
+    /// Every kind of error that can be retryable is listed in [`RETRYABLE_NAMES`].
+    #[test]
+    fn retryable_names_cover_every_retryable_kind() {
+        let range = ByteRange::new(0, 1).unwrap();
+        let retryable = [
+            Error::SshConnect {
+                addr: "h:22".into(),
+                source: "reset".into(),
+            },
+            Error::SftpStat {
+                path: "/f".into(),
+                source: "reset".into(),
+            },
+            Error::SftpRead {
+                path: "/f".into(),
+                range,
+                source: "reset".into(),
+            },
+            Error::Invoke {
+                index: 0,
+                retryable: true,
+                source: "throttled".into(),
+            },
+        ];
+        for err in &retryable {
+            assert!(err.is_retryable(), "{err:?}");
+            assert!(RETRYABLE_NAMES.contains(&err.error_type()), "{err:?}");
+        }
+        assert!(RETRYABLE_NAMES.contains(&"S3"));
+    }
 
     #[test]
     fn error_types_round_trip_with_retryability() {
