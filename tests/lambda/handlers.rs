@@ -12,7 +12,9 @@ use gzship_core::wire::{Task, TaskReport};
 use gzship_lambda::config::{MasterEnv, WorkerEnv};
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::error::HandlerError;
-use gzship_lambda::event::{EventKind, ParseContext, Trigger, parse_event};
+use gzship_lambda::event::{
+    EventKind, ParseContext, Trigger, WorkerEvent, parse_event, parse_worker_event,
+};
 use gzship_lambda::master::{
     BatchItemFailure, MasterDeps, MasterResponse, SqsBatchResponse, handle_event,
 };
@@ -258,6 +260,7 @@ async fn sqs_messages_that_fail_are_reported_as_batch_item_failures() {
         store: &store,
         invoker: &NoInvoker,
         cancel: Default::default(),
+        state_machine: None,
     };
     let response = handle_event(event, "req", UNIX_EPOCH, &env, &deps)
         .await
@@ -294,6 +297,7 @@ async fn master_error(event: Value, template: Option<&str>) -> HandlerError {
         store: &store,
         invoker: &NoInvoker,
         cancel: Default::default(),
+        state_machine: None,
     };
     match handle_event(event, "req", UNIX_EPOCH, &env, &deps).await {
         Ok(r) => panic!("expected an error, got {r:?}"),
@@ -504,4 +508,63 @@ async fn a_credential_that_cannot_be_had_is_a_clear_error() {
     let d = worker_error(fixture("task.json")).await;
     assert_eq!(d.error_type, "Fatal.Config", "{d:?}");
     assert!(d.error_message.contains("GZSHIP_SSH_SECRET"), "{d:?}");
+}
+
+/// The state machine's events and a resume parse into their triggers; a worker's recorded
+/// task too; unknown fields and bad URLs are refused with the shape expected.
+#[tokio::test]
+async fn job_record_events_parse_strictly() {
+    let env = master_env(None);
+    let ctx = ParseContext {
+        template: None,
+        policy: &env.master.policy,
+        now: UNIX_EPOCH,
+    };
+    let record = "s3://archive-bucket/.gzship/jobs/orders.csv.gz-1764488400123-9f2c";
+    match parse_event(&fixture("resume.json"), &ctx).unwrap() {
+        Trigger::Resume(url) => assert_eq!(url.to_string(), record),
+        other => panic!("{other:?}"),
+    }
+    match parse_event(&fixture("complete_step.json"), &ctx).unwrap() {
+        Trigger::Complete(url) => assert_eq!(url.to_string(), record),
+        other => panic!("{other:?}"),
+    }
+    match parse_event(&fixture("failed_step.json"), &ctx).unwrap() {
+        Trigger::Failed(step) => {
+            assert_eq!(step.record.to_string(), record);
+            assert_eq!(step.error.error, "States.ExceedToleratedFailureThreshold");
+        }
+        other => panic!("{other:?}"),
+    }
+    match parse_worker_event(fixture("recorded_task.json")).unwrap() {
+        WorkerEvent::Recorded(t) => {
+            assert_eq!((t.record.to_string().as_str(), t.index), (record, 3));
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad: Vec<(Value, &str)> = vec![
+        (json!({"resume": 7}), "resume event"),
+        (json!({"resume": record, "now": true}), "unknown field `now`"),
+        (json!({"complete": {"record": record, "x": 1}}), "unknown field `x`"),
+        (json!({"complete": {}}), "missing field `record`"),
+        (json!({"failed": {"record": record}}), "missing field `error`"),
+    ];
+    for (event, want) in bad {
+        let err = parse_event(&event, &ctx).unwrap_err().to_string();
+        assert!(err.contains(want), "{event}: {err}");
+    }
+    let err = parse_worker_event(json!({"recorded_task": {"record": record, "index": 1, "y": 0}}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `y`"), "{err}");
+    // A URL outside the jobs prefix is not a record, said before any request.
+    let d = lambda_runtime::Diagnostic::from(
+        master_error(json!({"resume": "s3://archive-bucket/logs/a.gz"}), None).await,
+    );
+    assert_eq!(d.error_type, "Fatal.InvalidInput");
+    assert!(d.error_message.contains("not a job record's URL"), "{d:?}");
+    let d = worker_error(json!({"recorded_task": {"record": "s3://archive-bucket/x", "index": 0}}))
+        .await;
+    assert_eq!(d.error_type, "Fatal.InvalidInput");
+    assert!(d.error_message.contains(".gzship/jobs/"), "{d:?}");
 }

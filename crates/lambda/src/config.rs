@@ -54,6 +54,9 @@ pub struct WorkerEnv {
     pub tuning: WorkerTuning,
     /// The S3 client's tuning.
     pub s3: S3Config,
+    /// Where job records live (`GZSHIP_JOBS_PREFIX`): a task given as a record's index is read
+    /// from there, and its report recorded there.
+    pub jobs_prefix: String,
 }
 
 /// The master function's configuration.
@@ -73,6 +76,9 @@ pub struct MasterEnv {
     pub master_timeout: Duration,
     /// The template for schedules without a job and for file-arrival notices.
     pub template: Option<JobTemplate>,
+    /// The state machine that runs jobs longer than the master's timeout; `None`: they are
+    /// refused.
+    pub state_machine: Option<String>,
 }
 
 /// Reads every setting of the functions, naming the variable on any error.
@@ -158,6 +164,7 @@ impl WorkerEnv {
             ssh: ssh_settings(&settings)?,
             tuning: settings.worker.clone(),
             s3: settings.s3.clone(),
+            jobs_prefix: settings.master.jobs_prefix.clone(),
         })
     }
 }
@@ -195,6 +202,7 @@ impl MasterEnv {
             worker_timeout: settings.model.worker_timeout,
             master_timeout: settings.model.master_timeout,
             template,
+            state_machine: settings.lambda.state_machine.clone(),
         })
     }
 }

@@ -36,6 +36,18 @@ pub enum HandlerError {
         source: BoxError,
     },
 
+    /// Handing a job to the state machine (StartExecution) failed.
+    #[error("start an execution of state machine {state_machine}")]
+    StartExecution {
+        /// The state machine's ARN.
+        state_machine: String,
+        /// Whether another attempt can help (throttling, network).
+        retryable: bool,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The secret does not hold a credential in a known form. Never carries the secret's text.
     #[error("secret {secret_id} does not hold an ssh credential: {reason}")]
     SecretFormat {
@@ -51,7 +63,8 @@ impl HandlerError {
     pub fn is_retryable(&self) -> bool {
         match self {
             HandlerError::Core(e) => e.is_retryable(),
-            HandlerError::SecretFetch { retryable, .. } => *retryable,
+            HandlerError::SecretFetch { retryable, .. }
+            | HandlerError::StartExecution { retryable, .. } => *retryable,
             HandlerError::Config { .. } | HandlerError::SecretFormat { .. } => false,
         }
     }
@@ -63,6 +76,7 @@ impl HandlerError {
             HandlerError::Config { .. } => "Config",
             HandlerError::SecretFetch { .. } => "SecretFetch",
             HandlerError::SecretFormat { .. } => "SecretFormat",
+            HandlerError::StartExecution { .. } => "StartExecution",
         }
     }
 
@@ -86,6 +100,18 @@ impl HandlerError {
             ),
         }
     }
+}
+
+/// Every `Retryable.*` error type a function can fail with: gzship's
+/// ([`wire_error::RETRYABLE_NAMES`]) and the handlers' own. The state machine's `Retry`
+/// (`infra/statemachine.asl.json`) lists exactly these; a test checks it.
+pub fn retryable_error_types() -> Vec<String> {
+    wire_error::RETRYABLE_NAMES
+        .iter()
+        .copied()
+        .chain(["SecretFetch", "StartExecution"])
+        .map(|name| wire_error::encode_error_type(name, true))
+        .collect()
 }
 
 impl From<HandlerError> for Diagnostic {

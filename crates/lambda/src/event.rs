@@ -10,6 +10,12 @@
 //! | EventBridge custom event | any other `detail-type` | its `detail`: a job, template event or notice |
 //! | SNS notification | `Records[].EventSource: "aws:sns"` | its `Message`, parsed as above |
 //! | SQS batch | `Records[].eventSource: "aws:sqs"` | one job per record from its `body` (which may also be an SNS envelope or an EventBridge event) |
+//! | resume | `{"resume": "s3://bucket/.gzship/jobs/ID"}` | the recorded job's remaining tasks, on the state machine |
+//! | completion step | `{"complete": {"record": URL}}` (the state machine's) | complete the job from its record |
+//! | failure step | `{"failed": {"record": URL, "error": {"Error", "Cause"}}}` (the state machine's) | abort the job, or keep it for a resume |
+//!
+//! The worker takes a [`Task`], or a [`RecordedTask`] (`{"recorded_task": {"record": URL,
+//! "index": N}}`, the state machine's items) whose task it reads from the job record.
 //!
 //! Our own shapes (job, template event, notice) refuse unknown fields; AWS's envelopes are read
 //! for the fields named above only, since AWS adds fields over time. Anything else is refused
@@ -18,9 +24,9 @@
 use std::time::SystemTime;
 
 use gzship_core::config::AccessPolicy;
-use gzship_core::wire::JobRequest;
-use gzship_core::{Error, Result};
-use serde::Deserialize;
+use gzship_core::wire::{JobRequest, Task};
+use gzship_core::{Error, ObjectUrl, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::template::{JobTemplate, TemplateVars, parse_timestamp};
@@ -38,6 +44,117 @@ pub enum Trigger {
     /// An SQS batch: one job (or the reason there is none) per message. A message's failure
     /// does not fail the others: they are reported as partial batch failures.
     Sqs(Vec<SqsItem>),
+    /// Continue the job recorded at this URL: run its tasks without a confirmed report on the
+    /// state machine.
+    Resume(ObjectUrl),
+    /// The state machine's completion step: complete the job recorded at this URL.
+    Complete(ObjectUrl),
+    /// The state machine's failure step.
+    Failed(FailedStep),
+}
+
+/// The state machine's failure step: the job and the error its Catch caught.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedStep {
+    /// The job record's URL.
+    pub record: ObjectUrl,
+    /// What failed, as Step Functions' Catch gives it.
+    pub error: StepError,
+}
+
+/// An error caught by a Step Functions `Catch`: `{"Error": ..., "Cause": ...}` (AWS's shape, so
+/// other fields are accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    /// The error name: a function's `errorType`, or Step Functions' own (`States.*`).
+    #[serde(rename = "Error")]
+    pub error: String,
+    /// Its cause: for a Lambda task, the function's error reply.
+    #[serde(rename = "Cause", default)]
+    pub cause: Option<String>,
+}
+
+/// One task of a recorded job, as the state machine gives it to a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedTask {
+    /// The job record's URL (`s3://bucket/.gzship/jobs/ID`).
+    pub record: ObjectUrl,
+    /// The task's index in the record's plan.
+    pub index: u32,
+}
+
+/// What a worker was asked to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerEvent {
+    /// A whole task (the master's direct fan-out).
+    Task(Box<Task>),
+    /// A task to read from a job record (the state machine's items).
+    Recorded(RecordedTask),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedTaskEvent {
+    recorded_task: RecordedTask,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResumeEvent {
+    resume: ObjectUrl,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteEvent {
+    complete: RecordArg,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordArg {
+    record: ObjectUrl,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedEvent {
+    failed: FailedStep,
+}
+
+/// Parses a worker's payload: a task, or `{"recorded_task": {"record": URL, "index": N}}`.
+pub fn parse_worker_event(payload: Value) -> Result<WorkerEvent> {
+    if payload.get("recorded_task").is_some() {
+        let e: RecordedTaskEvent = serde_json::from_value(payload)
+            .map_err(|e| Error::invalid("task", format!("recorded task: {e}")))?;
+        return Ok(WorkerEvent::Recorded(e.recorded_task));
+    }
+    let task: Task = serde_json::from_value(payload)
+        .map_err(|e| Error::invalid("task", format!("the payload is not a task: {e}")))?;
+    Ok(WorkerEvent::Task(Box::new(task)))
+}
+
+/// The job-record events (`resume`, `complete`, `failed`), if `obj` is one.
+fn parse_record_event(obj: &Map<String, Value>) -> Option<Result<Trigger>> {
+    let value = || Value::Object(obj.clone());
+    let parsed = if obj.contains_key("resume") {
+        serde_json::from_value::<ResumeEvent>(value())
+            .map(|e| Trigger::Resume(e.resume))
+            .map_err(|e| bad(format!("resume event {{\"resume\": \"s3://...\"}}: {e}")))
+    } else if obj.contains_key("complete") {
+        serde_json::from_value::<CompleteEvent>(value())
+            .map(|e| Trigger::Complete(e.complete.record))
+            .map_err(|e| bad(format!("completion step {{\"complete\": {{\"record\": ...}}}}: {e}")))
+    } else if obj.contains_key("failed") {
+        serde_json::from_value::<FailedEvent>(value())
+            .map(|e| Trigger::Failed(e.failed))
+            .map_err(|e| bad(format!("failure step {{\"failed\": {{\"record\": ..., \"error\": ...}}}}: {e}")))
+    } else {
+        return None;
+    };
+    Some(parsed)
 }
 
 /// One SQS message.
@@ -90,7 +207,7 @@ pub struct ParseContext<'a> {
 
 const SHAPES: &str = "a job {\"source\": \"sftp://...\", \"destination\": \"s3://...\"}, a template \
      event {\"template\": {...}}, a file-arrival notice {\"path\": \"/...\"}, an EventBridge event, \
-     an SNS notification or an SQS batch";
+     an SNS notification, an SQS batch or a resume {\"resume\": \"s3://bucket/.gzship/jobs/ID\"}";
 
 /// Nesting allowed inside envelopes (SQS body -> SNS envelope -> EventBridge event -> detail).
 const MAX_DEPTH: u8 = 4;
@@ -128,6 +245,9 @@ pub fn parse_event(event: &Value, ctx: &ParseContext<'_>) -> Result<Trigger> {
     })?;
     if let Some(records) = obj.get("Records") {
         return parse_records(records, ctx);
+    }
+    if let Some(trigger) = parse_record_event(obj) {
+        return trigger;
     }
     let (kind, job) = parse_message(obj, ctx, None, 0)?;
     Ok(Trigger::Job { kind, job })

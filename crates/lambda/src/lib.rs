@@ -8,11 +8,15 @@
 //!   from the environment (every variable documented there).
 //! - [`credentials`]: the SSH credential from Secrets Manager (cached per execution
 //!   environment) or a key file.
-//! - [`worker`]: [`handle_task`](worker::handle_task): validate, check the policy, run the task.
+//! - [`worker`]: [`handle_task`](worker::handle_task): validate, check the policy, run the task
+//!   (given whole, or read from a job record, where its report is recorded).
 //! - [`event`]: the master's event shapes (job, template event, file-arrival notice, EventBridge,
 //!   SNS, SQS), recognised and parsed strictly.
 //! - [`template`]: job templates with `{date}`, `{time}`, `{name}`, `{path}` placeholders.
-//! - [`master`]: [`handle_event`](master::handle_event): parse, check, run jobs, report.
+//! - [`master`]: [`handle_event`](master::handle_event): parse, check, run jobs (or hand a
+//!   long one to the state machine), complete, end or resume recorded jobs, report.
+//! - [`statemachine`]: [`StateMachine`](statemachine::StateMachine): the Step Functions state
+//!   machine that runs the tasks of jobs longer than the master's timeout.
 //! - [`error`]: [`HandlerError`](error::HandlerError) and its Lambda `Diagnostic`, whose
 //!   `errorType` (`Retryable.*` / `Fatal.*`) tells the master whether a retry can help.
 //! - [`runtime`]: what both binaries share: tracing, the AWS configuration.
@@ -23,5 +27,6 @@ pub mod error;
 pub mod event;
 pub mod master;
 pub mod runtime;
+pub mod statemachine;
 pub mod template;
 pub mod worker;

@@ -6,25 +6,36 @@
 //! message and, after the queue's `maxReceiveCount`, moves it to the dead-letter queue. The
 //! template's event source mapping sets `ReportBatchItemFailures` and a batch size of 1, since
 //! one job may take most of the master's 15 minutes.
+//!
+//! Long jobs: a job whose schedule (the one duration model) does not fit the master's timeout
+//! is started ([`master::start`]: recorded, upload created, tasks sized to the worker's
+//! timeout) and handed to the state machine ([`StateMachine`]); the master returns the
+//! execution's ARN and the record's URL. The state machine calls the master back to complete
+//! the job (`{"complete": ...}`) or to end a failed one (`{"failed": ...}`: abort it when a
+//! task failed for good, else keep it for `{"resume": URL}`, which runs the tasks without a
+//! confirmed report in a new execution).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gzship_core::duration::DurationModel;
+use gzship_core::duration::{DurationModel, Schedule};
 use gzship_core::invoke::Invoker;
-use gzship_core::master::{self, CancellationToken, MasterConfig};
-use gzship_core::plan::{self, Tuning};
+use gzship_core::job::JobRef;
+use gzship_core::master::{self, CancellationToken, MasterConfig, RunStats};
+use gzship_core::plan::{self, Plan, Tuning};
 use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::store::{MultipartStore, ObjectStore};
 use gzship_core::wire::{JobReport, JobRequest};
-use gzship_core::{ByteRange, Error, Result};
+use gzship_core::{ByteRange, Error, ObjectUrl, Result};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::MasterEnv;
 use crate::credentials::Credentials;
 use crate::error::HandlerError;
-use crate::event::{EventKind, ParseContext, Trigger, parse_event};
-use crate::worker::sftp_source;
+use crate::event::{EventKind, FailedStep, ParseContext, Trigger, parse_event};
+use crate::statemachine::{ExecutionInput, StateMachine, execution_name};
+use crate::worker::{is_fatal_type, job_ref, sftp_source};
 
 /// What the master returns.
 #[derive(Debug, Serialize)]
@@ -34,6 +45,38 @@ pub enum MasterResponse {
     Job(JobReport),
     /// For SQS: the messages that failed (an empty list acknowledges the whole batch).
     Batch(SqsBatchResponse),
+    /// A job (or a resume) handed to the state machine.
+    Started(StartedJob),
+    /// The failure step's outcome.
+    Ended(EndedJob),
+}
+
+/// A job handed to the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StartedJob {
+    /// The job's id.
+    pub job_id: String,
+    /// Its record: `{"resume": record}` continues it, `gzship abort record` gives it up.
+    pub record: String,
+    /// The execution running its tasks.
+    pub execution_arn: String,
+    /// Tasks the execution runs.
+    pub tasks: u32,
+    /// Tasks a previous run had done (a resume), skipped.
+    pub resumed_tasks: u32,
+}
+
+/// How the failure step ended a job; the state machine fails with `error` and `cause`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndedJob {
+    /// The error that ended the job: a task's recorded fatal error, or the one caught.
+    pub error: String,
+    /// What happened, and for a job kept, how to resume or abort it.
+    pub cause: String,
+    /// Whether the job was aborted (upload aborted, record removed).
+    pub aborted: bool,
+    /// The record of a job kept for a resume.
+    pub record: Option<String>,
 }
 
 /// Lambda's partial batch response for SQS.
@@ -65,6 +108,9 @@ pub struct MasterDeps<'a, M, I> {
     /// Cancels this invocation's job (see [`cancel_delay`]): its tasks stop and its upload is
     /// aborted.
     pub cancel: CancellationToken,
+    /// The state machine for jobs longer than the master's timeout (`GZSHIP_STATE_MACHINE`);
+    /// `None`: they are refused.
+    pub state_machine: Option<&'a StateMachine>,
 }
 
 /// Time to keep, before the master function's deadline, for cancelling a job that is running
@@ -98,10 +144,10 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
         now,
     };
     match parse_event(&event, &ctx)? {
-        Trigger::Job { kind, job } => {
-            let report = run_job(&job, kind, request_id, env, deps).await?;
-            Ok(MasterResponse::Job(report))
-        }
+        Trigger::Job { kind, job } => run_job(&job, kind, request_id, env, deps).await,
+        Trigger::Resume(record) => resume_job(&record, env, deps).await,
+        Trigger::Complete(record) => complete_job(&record, env, deps).await,
+        Trigger::Failed(step) => end_failed_job(&step, env, deps).await,
         Trigger::Sqs(items) => {
             let mut response = SqsBatchResponse::default();
             for item in items {
@@ -127,15 +173,16 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
     }
 }
 
-/// Runs one job: checks the policy, stats the source once, refuses a job that cannot finish
-/// inside the master's timeout, then runs [`master::run`].
+/// Runs one job: checks the policy, stats the source once; a job that fits the master's
+/// timeout runs with [`master::run`], a longer one is handed to the state machine (or, without
+/// one, refused with what to change).
 pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     job: &JobRequest,
     kind: EventKind,
     request_id: &str,
     env: &MasterEnv,
     deps: &MasterDeps<'_, M, I>,
-) -> Result<JobReport, HandlerError> {
+) -> Result<MasterResponse, HandlerError> {
     env.master.policy.check_source(&job.source)?;
     env.master.policy.check_destination(&job.destination)?;
     job.tuning.validate()?;
@@ -146,14 +193,19 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     );
     let source = sftp_source(&job.source, &env.ssh, deps.credentials).await?;
     let stat = source.stat(&job.source.path).await?;
-    if stat.is_file {
-        check_duration(stat.size, &job.tuning, env)?;
-    }
     let source = StatOnce {
         inner: &source,
         path: &job.source.path,
         stat,
     };
+    let fits = |size| Ok::<_, Error>(master_schedule(size, &job.tuning, env)?.1.fits_master(env.master_timeout));
+    if stat.is_file && !fits(stat.size)? {
+        match deps.state_machine {
+            Some(machine) => return hand_off(job, &job_id, &source, machine, env, deps).await,
+            // Refused, with what to change.
+            None => check_duration(stat.size, &job.tuning, env)?,
+        }
+    }
     let config = MasterConfig {
         cancel: deps.cancel.clone(),
         ..env.master.clone()
@@ -168,30 +220,216 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
         None,
     )
     .await?;
-    Ok(report)
+    Ok(MasterResponse::Job(report))
 }
 
+/// Starts a job too long for the master and hands it to the state machine: records it and
+/// creates its upload ([`master::start`], tasks sized to the worker's timeout), then starts an
+/// execution over all its tasks. If the execution cannot start, the job is aborted.
+async fn hand_off<S: Source, M: MultipartStore + ObjectStore, I: Invoker>(
+    job: &JobRequest,
+    job_id: &str,
+    source: &S,
+    machine: &StateMachine,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<MasterResponse, HandlerError> {
+    let config = MasterConfig {
+        cancel: deps.cancel.clone(),
+        ..env.master.clone()
+    };
+    let (at, record) = master::start(
+        job,
+        job_id,
+        source,
+        deps.store,
+        Some(env.worker_timeout),
+        &config,
+    )
+    .await?;
+    let tasks: Vec<u32> = record.plan.tasks.iter().map(|t| t.index).collect();
+    match start_execution(&at, tasks, &execution_name(job_id, ""), machine).await {
+        Ok(started) => Ok(MasterResponse::Started(started)),
+        Err(e) => {
+            if let Err(a) = master::abort_job(&at, deps.store).await {
+                tracing::error!(
+                    record = %at, error = %gzship_core::error::chain(&a),
+                    "could not abort the job the state machine did not start; `gzship abort` \
+                     ends it"
+                );
+            }
+            Err(e)
+        }
+    }
+}
 
+async fn start_execution(
+    at: &JobRef,
+    tasks: Vec<u32>,
+    name: &str,
+    machine: &StateMachine,
+) -> Result<StartedJob, HandlerError> {
+    let count = tasks.len() as u32;
+    let input = ExecutionInput {
+        record: at.url(),
+        tasks,
+    };
+    let execution_arn = machine.start(name, &input).await?;
+    tracing::info!(
+        job = %at.id, record = %at, execution = %execution_arn, tasks = count,
+        "job handed to the state machine"
+    );
+    Ok(StartedJob {
+        job_id: at.id.clone(),
+        record: at.url().to_string(),
+        execution_arn,
+        tasks: count,
+        resumed_tasks: 0,
+    })
+}
 
-/// Time the master keeps for itself (stat, create, complete, abort) out of its timeout.
-const MASTER_MARGIN: Duration = Duration::from_secs(60);
+/// `{"resume": URL}`: checks that the source is unchanged (a changed one aborts the job),
+/// confirms the recorded reports with ListParts, and starts an execution over the tasks
+/// without one.
+async fn resume_job<M: MultipartStore + ObjectStore, I: Invoker>(
+    url: &ObjectUrl,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<MasterResponse, HandlerError> {
+    let at = job_ref(url, &env.master.jobs_prefix)?;
+    let machine = deps.state_machine.ok_or_else(|| {
+        Error::invalid(
+            "resume",
+            format!(
+                "the master has no state machine (GZSHIP_STATE_MACHINE) to run the remaining \
+                 tasks on: resume {at} with `gzship resume {at}`"
+            ),
+        )
+    })?;
+    let recorded = at.read_existing(deps.store).await?;
+    let source = sftp_source(&recorded.source, &env.ssh, deps.credentials).await?;
+    let (record, done) =
+        master::prepare_resume(&at, &source, deps.store, &env.master).await?;
+    let remaining: Vec<u32> = record
+        .plan
+        .tasks
+        .iter()
+        .map(|t| t.index)
+        .filter(|i| !done.contains(i))
+        .collect();
+    let suffix = format!("-r{}", unix_millis());
+    let mut started = start_execution(&at, remaining, &execution_name(&at.id, &suffix), machine).await?;
+    started.resumed_tasks = done.len() as u32;
+    Ok(MasterResponse::Started(started))
+}
 
-/// Refuses a job whose tasks cannot all finish inside the master's own timeout, by the one
-/// duration model ([`gzship_core::duration`]): tasks sized to the worker's timeout,
-/// `concurrency` at once, staggered starts, each at the worker's throughput capped by its
-/// share of the source's bandwidth; the schedule must end `MASTER_MARGIN` before the timeout.
-/// Says what to change.
-pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
+/// The completion step: completes the job from the task reports recorded with it. A failure
+/// that retrying can fix keeps the job (the failure step then leaves it resumable); any other
+/// aborts it.
+async fn complete_job<M: MultipartStore + ObjectStore, I: Invoker>(
+    url: &ObjectUrl,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<MasterResponse, HandlerError> {
+    let at = job_ref(url, &env.master.jobs_prefix)?;
+    let record = at.read_existing(deps.store).await?;
+    env.master.policy.check_destination(&record.destination)?;
+    let config = MasterConfig {
+        resumable: true,
+        ..env.master.clone()
+    };
+    let stats = RunStats {
+        started: Instant::now()
+            .checked_sub(record.age())
+            .unwrap_or_else(Instant::now),
+        retries: 0,
+        resumed: BTreeSet::new(),
+    };
+    let report = master::finish(&at, &record, deps.store, &config, stats).await?;
+    Ok(MasterResponse::Job(report))
+}
+
+/// The failure step: aborts the job when a task recorded a fatal error or the step that failed
+/// did so fatally; otherwise keeps it (its upload and record) for a resume. Answers how it
+/// ended, which the state machine fails with.
+async fn end_failed_job<M: MultipartStore + ObjectStore, I: Invoker>(
+    step: &FailedStep,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<MasterResponse, HandlerError> {
+    let at = job_ref(&step.record, &env.master.jobs_prefix)?;
+    let caught = &step.error;
+    let caught_cause = caught.cause.clone().unwrap_or_default();
+    if at.read(deps.store).await?.is_none() {
+        return Ok(MasterResponse::Ended(EndedJob {
+            error: caught.error.clone(),
+            cause: format!(
+                "{caught_cause}; job {at} has no record left: it was aborted (or completed)"
+            ),
+            aborted: true,
+            record: None,
+        }));
+    }
+    let fatal = at.recorded_errors(deps.store).await?;
+    let (error, cause) = match fatal.first() {
+        Some(task) => (
+            task.error_type.clone(),
+            format!("task {} failed: {}", task.index, task.message),
+        ),
+        None => (caught.error.clone(), caught_cause),
+    };
+    if !fatal.is_empty() || is_fatal_type(&caught.error) {
+        let record = master::abort_job(&at, deps.store).await?;
+        tracing::error!(job = %record.job_id, error = %error, cause = %cause, "job failed; aborted");
+        return Ok(MasterResponse::Ended(EndedJob {
+            error,
+            cause: format!("{cause}; the job was aborted: its upload and record are removed"),
+            aborted: true,
+            record: None,
+        }));
+    }
+    tracing::warn!(record = %at, error = %error, "job failed; kept for a resume");
+    Ok(MasterResponse::Ended(EndedJob {
+        error,
+        cause: format!(
+            "{cause}; the job is kept for a resume: invoke the master with \
+             {{\"resume\": \"{at}\"}} or redrive the execution (both re-run only the tasks \
+             without a report), or give it up with `gzship abort {at}`"
+        ),
+        aborted: false,
+        record: Some(at.url().to_string()),
+    }))
+}
+
+fn unix_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis()
+}
+
+/// The plan of a job as the master would run it (tasks sized to the worker's timeout) and its
+/// schedule by the one duration model ([`gzship_core::duration`]).
+pub fn master_schedule(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<(Plan, Schedule)> {
     let model = env.master.duration_model();
     let mut tuning = tuning.clone();
     model.cap_tasks(&mut tuning, env.worker_timeout);
     let plan = plan::plan(size, &tuning)?;
     let schedule = model.schedule(&plan);
-    let budget = env
-        .master_timeout
-        .saturating_sub(MASTER_MARGIN)
-        .as_secs_f64();
-    if schedule.wall_secs <= budget {
+    Ok((plan, schedule))
+}
+
+/// Refuses a job whose tasks cannot all finish inside the master's own timeout, by the one
+/// duration model ([`gzship_core::duration`]): tasks sized to the worker's timeout,
+/// `concurrency` at once, staggered starts, each at the worker's throughput capped by its
+/// share of the source's bandwidth; the schedule must end
+/// [`MASTER_MARGIN`](gzship_core::duration::MASTER_MARGIN) before the timeout ([`Schedule::fits_master`]).
+/// Says what to change. A master with a state machine runs such a job there instead.
+pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
+    let model = env.master.duration_model();
+    let (plan, schedule) = master_schedule(size, tuning, env)?;
+    let budget = Schedule::master_budget_secs(env.master_timeout);
+    if schedule.fits_master(env.master_timeout) {
         return Ok(());
     }
     let tasks = plan.tasks.len();
@@ -208,7 +446,8 @@ pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()>
     };
     let advice = if !fits(tasks.max(1)) {
         "lower tuning.task_size (or give more tasks), raise GZSHIP_MASTER_TIMEOUT with the master \
-         function's timeout, or ship the file with the gzship CLI, which has no time limit \
+         function's timeout, set GZSHIP_STATE_MACHINE (the template's state machine runs jobs \
+         of any length), or ship the file with the gzship CLI, which has no time limit \
          (a slow source, GZSHIP_SOURCE_MB_PER_S, is not helped by more workers)"
             .to_owned()
     } else {
@@ -223,7 +462,8 @@ pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()>
         }
         format!(
             "raise GZSHIP_CONCURRENCY to at least {high} (and the worker function's reserved \
-             concurrency with it), or ship the file with the gzship CLI, which has no time limit"
+             concurrency with it), set GZSHIP_STATE_MACHINE (the template's state machine runs \
+             jobs of any length), or ship the file with the gzship CLI, which has no time limit"
         )
     };
     Err(Error::Plan {

@@ -11,6 +11,7 @@ use gzship_lambda::config::MasterEnv;
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::master::{MasterDeps, cancel_delay, cancel_margin, handle_event};
 use gzship_lambda::runtime::{env_var, init_tracing};
+use gzship_lambda::statemachine::StateMachine;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -31,7 +32,12 @@ async fn main() -> anyhow::Result<()> {
     let lambda =
         aws_sdk_lambda::Client::from_conf(LambdaInvoker::client_config(&sdk, env.worker_timeout));
     let invoker = LambdaInvoker::new(lambda, &env.worker_function, env.worker_timeout);
+    let state_machine = env
+        .state_machine
+        .as_ref()
+        .map(|arn| StateMachine::new(aws_sdk_sfn::Client::new(&sdk), arn));
     let (env, credentials, store, invoker) = (&env, &credentials, &store, &invoker);
+    let state_machine = state_machine.as_ref();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
         let deps = MasterDeps {
@@ -39,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
             store,
             invoker,
             cancel: CancellationToken::new(),
+            state_machine,
         };
         // A job still running near the function's deadline is cancelled, so that its upload is
         // aborted rather than left open when the function is killed.

@@ -37,7 +37,8 @@ async fn main() -> anyhow::Result<()> {
     let credentials = Credentials::new(env.ssh.credentials.clone(), secrets);
     let (env, credentials, store, spool) = (&env, &credentials, &store, &spool);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let result = handle_task(event.payload, env, credentials, store, spool).await;
+        // Boxed: the task's future is too deep for the compiler to lay out inline.
+        let result = Box::pin(handle_task(event.payload, env, credentials, store, spool)).await;
         if let Err(e) = &result {
             log_failure(e);
         }
