@@ -133,6 +133,22 @@ async fn discarded_bodies_still_complete_and_head() {
     assert!(chain(&err).contains("NotImplemented"), "{}", chain(&err));
 }
 
+/// A benchmark's server discards part bodies, but jobs read their records back: objects put
+/// whole are kept in every storage mode.
+#[tokio::test]
+async fn put_objects_are_kept_when_bodies_are_discarded() {
+    let (_server, store) = server(Storage::Discard, EtagKind::Crc32c).await;
+    let d = dest(".gzship/jobs/j/job.json");
+    store
+        .put_object(&d, Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(read_all(&store, &d).await, b"{}");
+    let listed = store.list_objects(&d.bucket, ".gzship/").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, d.key);
+}
+
 /// UploadPart checks the CRC32C sent with the part, as S3 does (`BadDigest`); moto does not
 /// (`conformance::store::moto_quirk_accepts_a_wrong_crc32c`). Complete's own refusals are the
 /// store suite's.

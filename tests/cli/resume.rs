@@ -109,7 +109,10 @@ async fn a_killed_job_is_listed_and_resumes_to_the_same_object() {
     // The human listing has the same job on one line.
     let out = env.gzship_store(&["jobs", "s3://e2e"]).output().unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains(name) && listing.contains("/6 tasks"), "{listing}");
+    assert!(
+        listing.contains(name) && listing.contains("/6 tasks"),
+        "{listing}"
+    );
 
     let out = env.gzship(&["resume", name, "--json"]).output().unwrap();
     let r = report(&out);
@@ -143,7 +146,10 @@ async fn an_interrupted_job_stays_resumable() {
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("gzship resume s3://e2e/.gzship/jobs/interrupted.gz-"), "{err}");
+    assert!(
+        err.contains("gzship resume s3://e2e/.gzship/jobs/interrupted.gz-"),
+        "{err}"
+    );
     assert!(err.contains("gzship abort "), "{err}");
     let left: Vec<_> = std::fs::read_dir(spool.path()).unwrap().collect();
     assert!(left.is_empty(), "spool files left: {left:?}");
@@ -198,7 +204,10 @@ async fn abort_and_abort_older_than_leave_no_upload() {
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0].key, "second.gz");
     let out = env.gzship_store(&["abort", name]).output().unwrap();
-    assert!(!out.status.success(), "aborting twice must say the job is gone");
+    assert!(
+        !out.status.success(),
+        "aborting twice must say the job is gone"
+    );
     assert!(stderr(&out).contains("no job record"), "{}", stderr(&out));
 
     // Not old enough: kept.
@@ -248,7 +257,10 @@ async fn a_killed_job_to_a_local_file_resumes() {
     signal(&child, "-KILL");
     child.wait().unwrap();
     let name = job["job"].as_str().unwrap();
-    assert!(name.starts_with(&format!("{dir_str}/.gzship/jobs/out.gz-")), "{name}");
+    assert!(
+        name.starts_with(&format!("{dir_str}/.gzship/jobs/out.gz-")),
+        "{name}"
+    );
     assert_eq!(job["destination"], out_path.to_str().unwrap());
 
     let out = env.gzship(&["resume", name, "--json"]).output().unwrap();

@@ -75,10 +75,9 @@ fn parse_s3_location(location: &str) -> anyhow::Result<(String, String)> {
 /// unfinished job writes there).
 pub async fn locate(job: &str, s3: &S3Config, prefix: &str) -> anyhow::Result<(Place, JobRef)> {
     if job.starts_with("s3://") {
-        let url: ObjectUrl = job
-            .trim_end_matches('/')
-            .parse()
-            .with_context(|| format!("{job} is not a job (s3://bucket/{prefix}ID) or an s3:// URL"))?;
+        let url: ObjectUrl = job.trim_end_matches('/').parse().with_context(|| {
+            format!("{job} is not a job (s3://bucket/{prefix}ID) or an s3:// URL")
+        })?;
         let (store, _) = store::open(&url.to_string(), s3).await?;
         let place = Place { store, dir: None };
         if let Some(at) = JobRef::from_url(&url, prefix) {
@@ -262,8 +261,11 @@ mod tests {
 
     #[test]
     fn a_record_directory_names_its_store_directory() {
-        let (dir, at) =
-            record_dir(Path::new("/data/out/.gzship/jobs/x.gz-1-ab12"), ".gzship/jobs/").unwrap();
+        let (dir, at) = record_dir(
+            Path::new("/data/out/.gzship/jobs/x.gz-1-ab12"),
+            ".gzship/jobs/",
+        )
+        .unwrap();
         assert_eq!(dir, Path::new("/data/out"));
         assert_eq!(at.id, "x.gz-1-ab12");
         assert!(record_dir(Path::new("/data/out/other/jobs/x"), ".gzship/jobs/").is_none());

@@ -22,6 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
+use gzship_core::SourceUrl;
 use gzship_core::invoke::local::LocalInvoker;
 use gzship_core::job::{self, JobRef};
 use gzship_core::master::{self, MasterConfig};
@@ -31,7 +32,6 @@ use gzship_core::source::Source;
 use gzship_core::types::{GIB, KIB, MIB, TIB};
 use gzship_core::wire::{JobReport, JobRequest};
 use gzship_core::worker::{Progress, WorkerTuning};
-use gzship_core::SourceUrl;
 
 use flags::{Flags, PlanGroups, RecordGroups, ResumeGroups, RunGroups, VerifyGroups};
 

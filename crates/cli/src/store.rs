@@ -5,7 +5,8 @@ use gzship_core::source::ByteStream;
 use gzship_core::store::local::LocalStore;
 use gzship_core::store::s3::{S3Config, S3Store, load_sdk_config};
 use gzship_core::store::{
-    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody,
+    UploadedPart,
 };
 use gzship_core::{ObjectUrl, PartNumber, UploadId};
 

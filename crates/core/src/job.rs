@@ -634,7 +634,11 @@ mod tests {
 
         at.remove(&store).await?;
         assert_eq!(at.read(&store).await?, None);
-        assert!(list_jobs(&store, &dest.bucket, DEFAULT_JOBS_PREFIX).await?.is_empty());
+        assert!(
+            list_jobs(&store, &dest.bucket, DEFAULT_JOBS_PREFIX)
+                .await?
+                .is_empty()
+        );
         // Nothing is left on disk: not the record, not its directories.
         assert!(!dir.path().join(".gzship").exists());
         Ok(())

@@ -20,7 +20,10 @@
 //!   (`InvalidPart`), every part but the last at least 5 MiB (`EntityTooSmall`, with S3's XML
 //!   error); the object gets S3's composite CRC32C (`<crc>-<parts>`);
 //! - AbortMultipartUpload, ListMultipartUploads, ListParts (with paging);
-//! - HeadObject (with `x-amz-checksum-mode: ENABLED`), GetObject and DeleteObject.
+//! - HeadObject (with `x-amz-checksum-mode: ENABLED`), GetObject and DeleteObject;
+//! - PutObject of small objects (gzship's job records, at most 64 MiB; kept in memory, or in
+//!   the directory, whatever the storage mode, since they are read back) and ListObjectsV2
+//!   (with paging).
 //!
 //! Replies are S3's XML, which aws-sdk-s3's deserializers read. Where bodies go is
 //! [`Storage`]: discarded (benchmarks), kept in memory (tests) or in a directory (to check a

@@ -254,6 +254,15 @@ async fn route(shared: &Shared, req: Req) -> Reply {
         (&Method::PUT, false, true) => create_bucket(shared, &req),
         (&Method::HEAD, false, true) => head_bucket(shared, &req),
         (&Method::GET, false, true) if has("uploads") => list_uploads(shared, &req),
+        (&Method::GET, false, true) if req.q("list-type") == Some("2") => {
+            list_objects(shared, &req)
+        }
+        (&Method::PUT, false, false) if !has("uploadId") && !has("partNumber") => {
+            if req.header("x-amz-copy-source").is_some() {
+                return Err(not_implemented("CopyObject"));
+            }
+            put_object(shared, req).await
+        }
         (&Method::POST, false, false) if has("uploads") => create_upload(shared, &req),
         (&Method::PUT, false, false) if has("uploadId") && has("partNumber") => {
             if req.header("x-amz-copy-source").is_some() {
@@ -848,6 +857,131 @@ async fn get_object(shared: &Shared, req: &Req) -> Reply {
     let mut r = Response::new(body);
     object_headers(&mut r, &o, req);
     Ok(r)
+}
+
+/// The most a PutObject body may be: gzship puts only job records (a few MiB at most).
+const MAX_PUT_SIZE: u64 = 64 * 1024 * 1024;
+
+/// PutObject of a small object (gzship's job records). Its body is always kept, in memory or in
+/// the directory, whatever the storage mode: records are read back, and they are small.
+async fn put_object(shared: &Shared, mut req: Req) -> Reply {
+    if req
+        .header("content-encoding")
+        .is_some_and(|e| e.contains("aws-chunked"))
+    {
+        return Err(not_implemented("aws-chunked bodies (send Content-Length)"));
+    }
+    if !shared.state().buckets.contains_key(&req.bucket) {
+        return Err(S3Error::no_such_bucket(&req.bucket));
+    }
+    let mut data = Vec::new();
+    while let Some(frame) = req.body.frame().await {
+        let frame = frame
+            .map_err(|e| S3Error::new(400, "IncompleteBody", format!("reading the body: {e}")))?;
+        if let Ok(chunk) = frame.into_data() {
+            data.extend_from_slice(&chunk);
+        }
+        if data.len() as u64 > MAX_PUT_SIZE {
+            return Err(S3Error::new(
+                400,
+                "EntityTooLarge",
+                format!("gzship-s3lite keeps PutObject bodies of at most {MAX_PUT_SIZE} bytes"),
+            ));
+        }
+    }
+    let md5: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&data).into();
+    let etag = format!("\"{}\"", hex::encode(md5));
+    let body = match &shared.config.storage {
+        Storage::Dir(dir) => {
+            let path = object_path(dir, &req.bucket, &req.key)?;
+            if let Some(parent) = path.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(S3Error::io)?;
+            }
+            tokio::fs::write(&path, &data).await.map_err(S3Error::io)?;
+            Body::File(path)
+        }
+        _ => Body::Memory(vec![Bytes::from(data.clone())]),
+    };
+    let metadata = req
+        .headers
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.as_str().strip_prefix("x-amz-meta-")?;
+            Some((name.to_owned(), v.to_str().ok()?.to_owned()))
+        })
+        .collect();
+    let object = Object {
+        size: data.len() as u64,
+        etag: etag.clone(),
+        content_type: req.header("content-type").map(str::to_owned),
+        metadata,
+        checksum_crc32c: None,
+        body: body.clone(),
+        last_modified: SystemTime::now(),
+    };
+    let replaced = shared
+        .state()
+        .buckets
+        .entry(req.bucket.clone())
+        .or_default()
+        .insert(req.key.clone(), object);
+    if let Some(old) = replaced {
+        remove_body(&old.body, &body).await;
+    }
+    let mut r = Response::new(empty());
+    set_header(&mut r, "etag", &etag);
+    Ok(r)
+}
+
+/// ListObjectsV2: the keys under `prefix`, in key order, `max-keys` (at most 1,000) a page,
+/// continued by an opaque token (here: the last key listed).
+fn list_objects(shared: &Shared, req: &Req) -> Reply {
+    let prefix = req.q("prefix").unwrap_or_default();
+    let after = req
+        .q("continuation-token")
+        .or(req.q("start-after"))
+        .unwrap_or_default();
+    let max: usize = req
+        .q("max-keys")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+        .clamp(1, 1000);
+    let state = shared.state();
+    let objects = state
+        .buckets
+        .get(&req.bucket)
+        .ok_or_else(|| S3Error::no_such_bucket(&req.bucket))?;
+    let page: Vec<(&String, &Object)> = objects
+        .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+        .filter(|(k, _)| k.starts_with(prefix))
+        .take(max + 1)
+        .collect();
+    let truncated = page.len() > max;
+    let page = &page[..page.len().min(max)];
+    let mut doc = Doc::new("ListBucketResult");
+    doc.el("Name", &req.bucket)
+        .el("Prefix", prefix)
+        .el("KeyCount", &page.len().to_string())
+        .el("MaxKeys", &max.to_string())
+        .el("IsTruncated", if truncated { "true" } else { "false" });
+    if let Some(token) = req.q("continuation-token") {
+        doc.el("ContinuationToken", token);
+    }
+    if truncated && let Some((last, _)) = page.last() {
+        doc.el("NextContinuationToken", last);
+    }
+    for (key, o) in page {
+        doc.open("Contents")
+            .el("Key", key)
+            .el("LastModified", &xml::iso8601(o.last_modified))
+            .el("ETag", &o.etag)
+            .el("Size", &o.size.to_string())
+            .el("StorageClass", "STANDARD")
+            .close("Contents");
+    }
+    Ok(xml_reply(doc.finish()))
 }
 
 async fn delete_object(shared: &Shared, req: &Req) -> Reply {

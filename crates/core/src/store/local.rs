@@ -43,7 +43,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::rules::{CompleteRefusal, RequestedPart, check_complete};
 use super::{
-    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody,
+    UploadedPart,
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
@@ -651,7 +652,9 @@ impl ObjectStore for LocalStore {
         }
         let tmp = object.with_file_name(format!(
             ".{}.tmp-{}",
-            key.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+            key.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
             random_suffix()
         ));
         let written = async {

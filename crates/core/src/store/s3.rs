@@ -29,7 +29,8 @@ use aws_sdk_s3::types::{
 use super::body::Content;
 use super::checksum::{composite_crc32c, decode_crc32c, encode_crc32c};
 use super::{
-    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody, UploadedPart,
+    ListedObject, ListedPart, MultipartStore, ObjectMeta, ObjectStore, OpenUpload, PartBody,
+    UploadedPart,
 };
 use crate::error::{BoxError, Error, Result};
 use crate::source::ByteStream;
@@ -598,7 +599,9 @@ impl ObjectStore for S3Store {
                 .await
                 .map_err(|e| s3_error(OP, &where_, e))?;
             for o in out.contents() {
-                let key = o.key().ok_or_else(|| missing(OP, &where_, "Key of an object"))?;
+                let key = o
+                    .key()
+                    .ok_or_else(|| missing(OP, &where_, "Key of an object"))?;
                 objects.push(ListedObject {
                     key: key.to_owned(),
                     size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
@@ -610,7 +613,11 @@ impl ObjectStore for S3Store {
             token = out.next_continuation_token().map(str::to_owned);
             if token.is_none() {
                 // A truncated listing without a token would repeat the first page forever.
-                return Err(missing(OP, &where_, "NextContinuationToken of a truncated listing"));
+                return Err(missing(
+                    OP,
+                    &where_,
+                    "NextContinuationToken of a truncated listing",
+                ));
             }
         }
         Ok(objects)

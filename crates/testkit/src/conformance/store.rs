@@ -516,6 +516,86 @@ pub async fn get_object_streams(store: &impl Store, dest: &ObjectUrl, _q: Behavi
     assert_eq!(chunks.concat(), a.to_vec());
 }
 
+/// Small objects (job records) are put whole, read back, replaced, listed by prefix in key
+/// order across pages of the listing, and deleted; deleting a missing key succeeds, and a
+/// missing key is `NoSuchKey`.
+pub async fn small_objects_put_list_delete(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+    let at = |name: &str| ObjectUrl {
+        bucket: dest.bucket.clone(),
+        key: format!("{}/{name}", dest.key),
+    };
+    let first = at("a/job.json");
+    store
+        .put_object(&first, Bytes::from_static(b"{\"v\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(read_all(store, &first).await, b"{\"v\":1}");
+    store
+        .put_object(&first, Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
+    assert_eq!(read_all(store, &first).await, b"{\"v\":2}");
+
+    // More keys than one page of S3's listing (1,000), put 32 at a time.
+    let names: Vec<String> = (0..1005).map(|i| format!("a/tasks/{i:05}.json")).collect();
+    futures::stream::iter(&names)
+        .map(|n| async move { store.put_object(&at(n), Bytes::from(n.clone())).await })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    let other = at("b/job.json");
+    store.put_object(&other, Bytes::new()).await.unwrap();
+
+    let listed = store
+        .list_objects(&dest.bucket, &format!("{}/a/", dest.key))
+        .await
+        .unwrap();
+    let mut want: Vec<String> = names.iter().map(|n| at(n).key).collect();
+    want.push(first.key.clone());
+    want.sort();
+    let keys: Vec<String> = listed.iter().map(|o| o.key.clone()).collect();
+    assert_eq!(keys, want);
+    assert_eq!(listed.iter().find(|o| o.key == first.key).unwrap().size, 7);
+    let prefix = format!("{}/", dest.key);
+    assert_eq!(
+        store
+            .list_objects(&dest.bucket, &prefix)
+            .await
+            .unwrap()
+            .len(),
+        want.len() + 1
+    );
+    let none = format!("{}/nothing-here/", dest.key);
+    assert!(
+        store
+            .list_objects(&dest.bucket, &none)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.delete_object(&first).await.unwrap();
+    store.delete_object(&first).await.unwrap();
+    let err = store.get_object(&first).await.err().expect("a deleted key");
+    assert_eq!(err.s3_code(), Some("NoSuchKey"), "{}", chain(&err));
+    assert!(store.head_object(&first).await.unwrap().is_none());
+    futures::stream::iter(&names)
+        .map(|n| async move { store.delete_object(&at(n)).await })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await
+        .unwrap();
+    store.delete_object(&other).await.unwrap();
+    assert!(
+        store
+            .list_objects(&dest.bucket, &prefix)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// A part spooled to a file (as a worker spools parts too big for its memory) uploads from
 /// the file with the same size, CRC32C and bytes as from memory, and the file is gone after.
 pub async fn spooled_parts_upload_from_their_files(
@@ -638,6 +718,7 @@ macro_rules! for_each_store_check {
             upload_id_is_bound_to_its_key,
             get_object_streams,
             tags_round_trip,
+            small_objects_put_list_delete,
             spooled_parts_upload_from_their_files
         );
     };
