@@ -346,6 +346,26 @@ fn plan_into_a_closed_pipe_exits_quietly() {
     assert!(out.status.success(), "{err}");
 }
 
+/// A source path of over 3,000 bytes, with a space and non-ASCII characters, ships; its
+/// `gzship-source` metadata stays inside S3's 2 KB of user metadata (shortened, with a hash).
+#[tokio::test]
+async fn a_3000_byte_source_path_ships() {
+    let env = env().await;
+    let dir = vec!["d".repeat(200); 15].join("/");
+    std::fs::create_dir_all(env.sshd.data_dir().join(&dir)).unwrap();
+    let name = format!("{dir}/données du jour.log");
+    let sha = env.write(&name, DataKind::Logs, 3 * MIB, 21);
+    let url = env.sshd.url(&name);
+    assert!(url.len() > 3000, "{}", url.len());
+    report(&env.run(&name, "long-path.gz", &[]));
+    env.assert_object_decodes("long-path.gz", &sha).await;
+    let dest: ObjectUrl = format!("s3://{BUCKET}/long-path.gz").parse().unwrap();
+    let (_, meta) = env.s3.store().head_object(&dest).await.unwrap().unwrap();
+    let total: usize = meta.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(total <= 2048, "{total} bytes: {:?}", meta.metadata);
+    assert!(meta.metadata["gzship-source"].contains("...sha256:"));
+}
+
 /// `--known-hosts` (`GZSHIP_KNOWN_HOSTS`) is a file and `--known-hosts-text`
 /// (`GZSHIP_KNOWN_HOSTS_TEXT`) its lines, in the CLI as on Lambda; lines given where a path
 /// belongs are refused with a pointer to the text setting.

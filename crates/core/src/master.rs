@@ -602,9 +602,31 @@ where
     )
 }
 
+/// The most bytes of the `gzship-source` metadata value: S3 allows 2 KB of user metadata in
+/// all (keys and values), and gzship's other entries take about 120 bytes.
+const MAX_SOURCE_META: usize = 1024;
+
+/// The source URL as the `gzship-source` metadata value: the URL itself (ASCII: its path and
+/// user are percent-encoded), or, when longer than [`MAX_SOURCE_META`], its beginning, `...`
+/// and the first 16 hex digits of its SHA-256, so distinct long paths stay distinct.
+fn source_meta_value(source: &SourceUrl) -> String {
+    let url = source.to_string();
+    if url.len() <= MAX_SOURCE_META {
+        return url;
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+    let suffix = format!("...sha256:{}", &digest[..16]);
+    let mut keep = MAX_SOURCE_META - suffix.len();
+    while !url.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &url[..keep])
+}
+
 fn object_meta(source: &SourceUrl, level: Level, stat: &SourceStat) -> ObjectMeta {
     let mut metadata = BTreeMap::new();
-    metadata.insert("gzship-source".into(), source.to_string());
+    metadata.insert("gzship-source".into(), source_meta_value(source));
     metadata.insert("gzship-source-size".into(), stat.size.to_string());
     metadata.insert("gzship-source-mtime".into(), stat.mtime.to_string());
     metadata.insert("gzship-level".into(), level.to_string());
@@ -839,4 +861,35 @@ async fn abort<M: MultipartStore + ObjectStore>(
         }
     }
     cause
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_and_non_ascii_source_paths_fit_s3_metadata() {
+        let dir = "d".repeat(200);
+        let path = format!("/{}/données é.log", vec![dir.as_str(); 15].join("/"));
+        assert!(path.len() > 3000);
+        let source: SourceUrl = format!("sftp://user@host{path}").parse().unwrap();
+        let stat = SourceStat {
+            size: u64::MAX,
+            mtime: u64::MAX,
+            is_file: true,
+        };
+        let meta = object_meta(&source, Level::default(), &stat);
+        let total: usize = meta.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(total <= 2048, "{total} bytes of user metadata");
+        let value = &meta.metadata["gzship-source"];
+        assert!(value.is_ascii(), "{value}");
+        assert!(value.starts_with("sftp://user@host:22/ddd"), "{value}");
+        assert!(value.contains("...sha256:"), "{value}");
+
+        let other: SourceUrl = format!("sftp://user@host{path}x").parse().unwrap();
+        assert_ne!(source_meta_value(&other), *value);
+        let short: SourceUrl = "sftp://user@host/données é.log".parse().unwrap();
+        let value = source_meta_value(&short);
+        assert!(value.is_ascii() && !value.contains("sha256"), "{value}");
+    }
 }

@@ -55,10 +55,17 @@ impl LambdaInvoker {
     /// A Lambda client configuration from the standard chain's `sdk` whose timeouts fit a
     /// worker that may run `worker_timeout`: each attempt may take that long plus a minute
     /// (the SDK's defaults would cut a long invoke short), and connecting 10 s.
+    ///
+    /// The SDK does not retry: its standard policy (3 attempts, timeouts and I/O errors
+    /// included) on top of the master's task attempts would run one range up to 9 times at
+    /// once after one broken connection, since a dropped invoke does not stop the worker. The
+    /// master owns retries: a failed invoke is an [`Error::Invoke`] (retryable for throttling,
+    /// timeouts and I/O errors) and the master tries the task again after its backoff.
     pub fn client_config(
         sdk: &aws_config::SdkConfig,
         worker_timeout: Duration,
     ) -> aws_sdk_lambda::Config {
+        use aws_sdk_lambda::config::retry::RetryConfig;
         use aws_sdk_lambda::config::timeout::TimeoutConfig;
         aws_sdk_lambda::config::Builder::from(sdk)
             .timeout_config(
@@ -67,6 +74,7 @@ impl LambdaInvoker {
                     .operation_attempt_timeout(worker_timeout + Duration::from_secs(60))
                     .build(),
             )
+            .retry_config(RetryConfig::disabled())
             .build()
     }
 
@@ -160,4 +168,26 @@ const RETRYABLE_CODES: &[&str] = &[
 
 fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
     crate::aws_error::is_retryable(err, RETRYABLE_CODES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The master owns retries: one attempt per invoke, so a broken connection runs the
+    /// worker once more (the master's retry), never the SDK's three times on top.
+    #[test]
+    fn the_sdk_does_not_retry_invokes() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let config = LambdaInvoker::client_config(&sdk, Duration::from_secs(900));
+        let retry = config.retry_config().expect("a retry configuration");
+        assert_eq!(retry.max_attempts(), 1);
+        let timeouts = config.timeout_config().expect("a timeout configuration");
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(Duration::from_secs(960))
+        );
+    }
 }
