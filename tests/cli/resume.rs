@@ -114,6 +114,15 @@ async fn a_killed_job_is_listed_and_resumes_to_the_same_object() {
         "{listing}"
     );
 
+    // A second job to the same destination is refused while this one is unfinished.
+    let out = env.run("big.bin", "killed.gz", SHAPE);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("already writes s3://e2e/killed.gz") && err.contains(name),
+        "{err}"
+    );
+
     let out = env.gzship(&["resume", name, "--json"]).output().unwrap();
     let r = report(&out);
     assert!(r["resumed_tasks"].as_u64().unwrap() >= 1, "{r}");

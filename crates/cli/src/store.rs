@@ -105,6 +105,10 @@ impl ObjectStore for AnyStore {
         dispatch!(self, s => s.put_object(dest, body).await)
     }
 
+    async fn put_object_if_absent(&self, dest: &ObjectUrl, body: bytes::Bytes) -> Result<bool> {
+        dispatch!(self, s => s.put_object_if_absent(dest, body).await)
+    }
+
     async fn delete_object(&self, dest: &ObjectUrl) -> Result<()> {
         dispatch!(self, s => s.delete_object(dest).await)
     }

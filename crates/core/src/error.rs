@@ -250,6 +250,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// Another unfinished job already writes the destination: two jobs writing one key would
+    /// race to complete it.
+    #[error(
+        "an unfinished job already writes {destination}: its record is {job} (resume it, or \
+         abort it to start over)"
+    )]
+    JobExists {
+        /// The destination.
+        destination: String,
+        /// The URL of the other job's record.
+        job: String,
+    },
+
     /// A task gzship spawned panicked: a bug, which another attempt would run into again.
     #[error("{what} panicked: {message}")]
     Panicked {
@@ -342,6 +355,7 @@ impl Error {
             Error::Io { .. } => "Io",
             Error::SpoolSpace { .. } => "SpoolSpace",
             Error::Cancelled { .. } => "Cancelled",
+            Error::JobExists { .. } => "JobExists",
             Error::Panicked { .. } => "Panicked",
         }
     }

@@ -11,6 +11,9 @@
 //! <prefix><job-id>/errors/00042.json  task 42's fatal error, when a worker run by the state
 //!                                     machine failed for good (Step Functions does not carry
 //!                                     an item's error out of a Distributed Map)
+//! <prefix>claims/<hash>.json          which job writes a destination (hash of its URL):
+//!                                     taken with a conditional write before the record, so
+//!                                     no two unfinished jobs write one key
 //! ```
 //! A [`JobRef`] names one job's record; its [URL](JobRef::url) (`s3://bucket/.gzship/jobs/ID`)
 //! is what `gzship jobs` prints and `gzship resume` takes.
@@ -62,6 +65,8 @@ const READS_IN_FLIGHT: usize = 32;
 const JOB_FILE: &str = "job.json";
 const TASKS_DIR: &str = "tasks/";
 const ERRORS_DIR: &str = "errors/";
+/// Beside the jobs: the claims on destinations (not a job id: [`check_id`] refuses it).
+const CLAIMS_DIR: &str = "claims/";
 
 /// A task's fatal error, recorded by the worker that ran it so that whoever ends the job (the
 /// state machine's failure step) knows to abort it rather than keep it for a resume.
@@ -311,6 +316,11 @@ impl JobRef {
 
     /// Removes the record: the task reports first, then `job.json`.
     pub async fn remove<M: ObjectStore>(&self, store: &M) -> Result<()> {
+        // The job's claim on its destination goes first: a record without a claim is still a
+        // job, a claim without a record is stale and taken over.
+        if let Some(record) = get_json::<M, JobRecord>(store, &self.file(JOB_FILE)).await? {
+            self.release(store, &record.destination).await?;
+        }
         let prefix = format!("{}{}/", self.prefix, self.id);
         let mut keys: Vec<String> = store
             .list_objects(&self.bucket, &prefix)
@@ -333,6 +343,82 @@ impl JobRef {
             .await?;
         store.delete_object(&self.file(JOB_FILE)).await
     }
+}
+
+impl JobRef {
+    /// Where the claim on `dest` is: one object per destination, named by its hash.
+    fn claim_file(&self, dest: &ObjectUrl) -> ObjectUrl {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(dest.to_string().as_bytes());
+        ObjectUrl {
+            bucket: self.bucket.clone(),
+            key: format!(
+                "{}{CLAIMS_DIR}{}.json",
+                self.prefix,
+                hex::encode(&digest[..16])
+            ),
+        }
+    }
+
+    /// Claims `dest` for this job with a conditional write, so that no two unfinished jobs
+    /// write one destination (two runs of the same job, a duplicate delivery of a job event).
+    /// A claim whose job has no record any more (it stopped between claiming and recording, or
+    /// its removal failed) is stale and taken over. Fails with [`Error::JobExists`] naming the
+    /// other job.
+    pub async fn claim<M: ObjectStore>(&self, store: &M, dest: &ObjectUrl) -> Result<()> {
+        let url = self.claim_file(dest);
+        let ours = Claim {
+            job_id: self.id.clone(),
+            destination: dest.clone(),
+        };
+        let body = serde_json::to_vec(&ours)
+            .map_err(|e| Error::invalid("job claim", format!("encode {url}: {e}")))?;
+        // Twice: once more after removing a stale claim.
+        for _ in 0..2 {
+            if store
+                .put_object_if_absent(&url, Bytes::from(body.clone()))
+                .await?
+            {
+                return Ok(());
+            }
+            let Some(holder) = get_json::<M, Claim>(store, &url).await? else {
+                continue;
+            };
+            if holder.job_id == self.id {
+                return Ok(());
+            }
+            let other = JobRef::new(&self.bucket, &self.prefix, &holder.job_id)?;
+            if other.read(store).await?.is_some() {
+                return Err(Error::JobExists {
+                    destination: dest.to_string(),
+                    job: other.to_string(),
+                });
+            }
+            tracing::warn!(claim = %url, job = %holder.job_id, "taking over a stale claim");
+            store.delete_object(&url).await?;
+        }
+        Err(Error::invalid(
+            "job claim",
+            format!("{url} changed hands while it was being claimed; try again"),
+        ))
+    }
+
+    /// Releases this job's claim on `dest` (another job's claim is left alone).
+    pub async fn release<M: ObjectStore>(&self, store: &M, dest: &ObjectUrl) -> Result<()> {
+        let url = self.claim_file(dest);
+        match get_json::<M, Claim>(store, &url).await? {
+            Some(holder) if holder.job_id == self.id => store.delete_object(&url).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Who writes a destination: `<prefix>claims/<hash of the destination>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Claim {
+    job_id: String,
+    destination: ObjectUrl,
 }
 
 /// An unfinished job as `gzship jobs` shows it.
@@ -461,6 +547,7 @@ pub fn check_prefix(prefix: &str) -> Result<()> {
 
 fn check_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
+        && id != CLAIMS_DIR.trim_end_matches('/')
         && id.len() <= 200
         && !id.starts_with('.')
         && id
@@ -632,8 +719,20 @@ mod tests {
         assert_eq!(jobs[0].at, at);
         assert_eq!(jobs[0].bytes_done(), GIB);
 
+        // The destination is claimed by one job at a time; a claim without a record is stale.
+        at.claim(&store, &dest).await?;
+        at.claim(&store, &dest).await?;
+        let other = JobRef::new(&dest.bucket, DEFAULT_JOBS_PREFIX, "other-1-beef")?;
+        let err = other.claim(&store, &dest).await.unwrap_err();
+        assert!(matches!(err, Error::JobExists { .. }), "{err}");
+        assert!(err.to_string().contains(&at.to_string()), "{err}");
+
         at.remove(&store).await?;
         assert_eq!(at.read(&store).await?, None);
+        other.claim(&store, &dest).await?;
+        let stale = JobRef::new(&dest.bucket, DEFAULT_JOBS_PREFIX, "third-1-f00d")?;
+        stale.claim(&store, &dest).await?;
+        stale.release(&store, &dest).await?;
         assert!(
             list_jobs(&store, &dest.bucket, DEFAULT_JOBS_PREFIX)
                 .await?

@@ -191,7 +191,13 @@ where
         level: request.level,
         plan,
     };
-    at.write(store, &record).await?;
+    at.claim(store, &record.destination).await?;
+    if let Err(err) = at.write(store, &record).await {
+        if let Err(e) = at.release(store, &record.destination).await {
+            tracing::warn!(error = %chain(&e), "could not release the destination's claim");
+        }
+        return Err(err);
+    }
 
     let meta = object_meta(&record.source, record.level, &stat);
     let upload_id = match store.create_upload(&request.destination, &meta).await {

@@ -863,7 +863,8 @@ async fn get_object(shared: &Shared, req: &Req) -> Reply {
 const MAX_PUT_SIZE: u64 = 64 * 1024 * 1024;
 
 /// PutObject of a small object (gzship's job records). Its body is always kept, in memory or in
-/// the directory, whatever the storage mode: records are read back, and they are small.
+/// the directory, whatever the storage mode: records are read back, and they are small. With
+/// `If-None-Match: *` it is written only if no object is at the key (412 otherwise).
 async fn put_object(shared: &Shared, mut req: Req) -> Reply {
     if req
         .header("content-encoding")
@@ -893,12 +894,10 @@ async fn put_object(shared: &Shared, mut req: Req) -> Reply {
     let etag = format!("\"{}\"", hex::encode(md5));
     let body = match &shared.config.storage {
         Storage::Dir(dir) => {
-            let path = object_path(dir, &req.bucket, &req.key)?;
-            if let Some(parent) = path.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(S3Error::io)?;
-            }
+            // Beside the parts, under a name of its own: it replaces the object at the key
+            // only once it is in the state (a conditional put may be refused).
+            object_path(dir, &req.bucket, &req.key)?;
+            let path = dir.join(".uploads").join(format!("put-{}", next_file_id()));
             tokio::fs::write(&path, &data).await.map_err(S3Error::io)?;
             Body::File(path)
         }
@@ -921,12 +920,24 @@ async fn put_object(shared: &Shared, mut req: Req) -> Reply {
         body: body.clone(),
         last_modified: SystemTime::now(),
     };
-    let replaced = shared
-        .state()
-        .buckets
-        .entry(req.bucket.clone())
-        .or_default()
-        .insert(req.key.clone(), object);
+    let only_if_absent = req.header("if-none-match").is_some_and(|v| v.trim() == "*");
+    let replaced = {
+        let mut state = shared.state();
+        let objects = state.buckets.entry(req.bucket.clone()).or_default();
+        if only_if_absent && objects.contains_key(&req.key) {
+            None
+        } else {
+            Some(objects.insert(req.key.clone(), object))
+        }
+    };
+    let Some(replaced) = replaced else {
+        remove_body(&body, &Body::Dropped).await;
+        return Err(S3Error::new(
+            412,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+        ));
+    };
     if let Some(old) = replaced {
         remove_body(&old.body, &body).await;
     }

@@ -672,6 +672,36 @@ impl ObjectStore for LocalStore {
         written
     }
 
+    async fn put_object_if_absent(&self, dest: &ObjectUrl, body: Bytes) -> Result<bool> {
+        let bucket = self.existing_bucket("put object (if absent)", dest).await?;
+        let key = checked_key(&dest.key)?;
+        let object = bucket.join(&key);
+        if let Some(parent) = object.parent() {
+            fs::create_dir_all(parent)
+                .await
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        // Written whole under a temporary name, then linked onto the key: the link fails when
+        // a file is there, atomically.
+        let tmp = object.with_file_name(format!(
+            ".{}.tmp-{}",
+            key.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            random_suffix()
+        ));
+        fs::write(&tmp, &body)
+            .await
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        let linked = fs::hard_link(&tmp, &object).await;
+        let _ = fs::remove_file(&tmp).await;
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io("link onto", &object, e)),
+        }
+    }
+
     async fn delete_object(&self, dest: &ObjectUrl) -> Result<()> {
         let bucket = self.existing_bucket("delete object", dest).await?;
         let key = checked_key(&dest.key)?;

@@ -223,6 +223,15 @@ pub trait ObjectStore: Send + Sync {
     /// replacing any object at the key. It appears whole or not at all.
     fn put_object(&self, dest: &ObjectUrl, body: Bytes) -> impl Future<Output = Result<()>> + Send;
 
+    /// Writes a small object only if no object is at the key (S3's conditional write,
+    /// `If-None-Match: *`): `true` when it was written, `false` when an object was there (or
+    /// another conditional write to the key was under way). Jobs claim their destination so.
+    fn put_object_if_absent(
+        &self,
+        dest: &ObjectUrl,
+        body: Bytes,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
     /// Removes the object at the key. Removing a key with no object succeeds, as on S3.
     fn delete_object(&self, dest: &ObjectUrl) -> impl Future<Output = Result<()>> + Send;
 

@@ -569,6 +569,32 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_object_if_absent(&self, dest: &ObjectUrl, body: bytes::Bytes) -> Result<bool> {
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(SdkByteStream::from(body))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            // 412: an object is there; 409: another conditional write to the key is under way.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("PreconditionFailed" | "ConditionalRequestConflict")
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(s3_error("put object (if absent)", dest, e)),
+        }
+    }
+
     async fn delete_object(&self, dest: &ObjectUrl) -> Result<()> {
         self.client
             .delete_object()

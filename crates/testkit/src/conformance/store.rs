@@ -596,6 +596,25 @@ pub async fn small_objects_put_list_delete(store: &impl Store, dest: &ObjectUrl,
     );
 }
 
+/// A conditional put (`If-None-Match: *`) writes only where no object is: the second put to
+/// a key is refused and leaves the first object; after a delete it writes again.
+pub async fn put_if_absent_is_exclusive(store: &impl Store, dest: &ObjectUrl, _q: Behaviour) {
+    let claim = ObjectUrl {
+        bucket: dest.bucket.clone(),
+        key: format!("{}/claims/one.json", dest.key),
+    };
+    let first = Bytes::from_static(b"first");
+    assert!(store.put_object_if_absent(&claim, first).await.unwrap());
+    let second = Bytes::from_static(b"second");
+    assert!(!store.put_object_if_absent(&claim, second).await.unwrap());
+    assert_eq!(read_all(store, &claim).await, b"first");
+    store.delete_object(&claim).await.unwrap();
+    let third = Bytes::from_static(b"third");
+    assert!(store.put_object_if_absent(&claim, third).await.unwrap());
+    assert_eq!(read_all(store, &claim).await, b"third");
+    store.delete_object(&claim).await.unwrap();
+}
+
 /// A part spooled to a file (as a worker spools parts too big for its memory) uploads from
 /// the file with the same size, CRC32C and bytes as from memory, and the file is gone after.
 pub async fn spooled_parts_upload_from_their_files(
@@ -719,6 +738,7 @@ macro_rules! for_each_store_check {
             get_object_streams,
             tags_round_trip,
             small_objects_put_list_delete,
+            put_if_absent_is_exclusive,
             spooled_parts_upload_from_their_files
         );
     };
