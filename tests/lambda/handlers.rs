@@ -544,10 +544,19 @@ async fn job_record_events_parse_strictly() {
     }
     let bad: Vec<(Value, &str)> = vec![
         (json!({"resume": 7}), "resume event"),
-        (json!({"resume": record, "now": true}), "unknown field `now`"),
-        (json!({"complete": {"record": record, "x": 1}}), "unknown field `x`"),
+        (
+            json!({"resume": record, "now": true}),
+            "unknown field `now`",
+        ),
+        (
+            json!({"complete": {"record": record, "x": 1}}),
+            "unknown field `x`",
+        ),
         (json!({"complete": {}}), "missing field `record`"),
-        (json!({"failed": {"record": record}}), "missing field `error`"),
+        (
+            json!({"failed": {"record": record}}),
+            "missing field `error`",
+        ),
     ];
     for (event, want) in bad {
         let err = parse_event(&event, &ctx).unwrap_err().to_string();

@@ -25,10 +25,14 @@ fn sam_template_passes_cfn_lint() {
 
 /// The state machine's definition as `infra/template.yaml` deploys it, with its
 /// `DefinitionSubstitutions` filled in.
-pub fn state_machine_definition(worker_arn: &str, master_arn: &str, max_concurrency: u32) -> String {
+pub fn state_machine_definition(
+    worker_arn: &str,
+    master_arn: &str,
+    max_concurrency: u32,
+) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/statemachine.asl.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let text = text
         .replace("${WorkerFunctionArn}", worker_arn)
         .replace("${MasterFunctionArn}", master_arn)
@@ -77,7 +81,10 @@ fn state_machine_definition_matches_the_template_and_the_error_types() {
         assert_eq!(retried, want, "{task}");
     }
     let map = &definition["States"]["RunTasks"];
-    assert_eq!(map["ItemProcessor"]["ProcessorConfig"]["Mode"], "DISTRIBUTED");
+    assert_eq!(
+        map["ItemProcessor"]["ProcessorConfig"]["Mode"],
+        "DISTRIBUTED"
+    );
     assert_eq!(map["ToleratedFailurePercentage"], 0);
     assert_eq!(map["MaxConcurrency"], 8);
     assert_eq!(map["ResultPath"], serde_json::Value::Null);

@@ -20,15 +20,17 @@ use gzship_testkit::sshd::Sshd;
 use gzship_testkit::watch::Watch;
 use serde_json::{Value, json};
 
-const BUCKET: &str = "e2e-lambda";
-const SECRET: &str = "gzship/e2e-ssh";
+pub(super) const BUCKET: &str = "e2e-lambda";
+pub(super) const SECRET: &str = "gzship/e2e-ssh";
 
-struct Env {
-    sshd: Sshd,
-    s3: S3Server,
+/// The servers both functions reach: sshd, and moto for S3 and Secrets Manager. Shared with
+/// the Step Functions tests (`stepfunctions.rs`).
+pub(super) struct Env {
+    pub(super) sshd: Sshd,
+    pub(super) s3: S3Server,
 }
 
-async fn servers() -> Env {
+pub(super) async fn servers() -> Env {
     let sshd = Sshd::start();
     let s3 = S3Server::start().await;
     s3.create_bucket(BUCKET).await;
@@ -51,7 +53,11 @@ async fn servers() -> Env {
 
 impl Env {
     /// The environment of both functions; `lambda_port` is where the master invokes workers.
-    fn functions_env(&self, lambda_port: u16, allowed_sources: &str) -> Vec<(String, String)> {
+    pub(super) fn functions_env(
+        &self,
+        lambda_port: u16,
+        allowed_sources: &str,
+    ) -> Vec<(String, String)> {
         let moto = self.s3.endpoint_url();
         [
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_owned()),
@@ -86,11 +92,11 @@ impl Env {
         .collect()
     }
 
-    fn data_dir(&self) -> String {
+    pub(super) fn data_dir(&self) -> String {
         format!("{}/", self.sshd.data_dir().display())
     }
 
-    fn job(&self, file: &str, key: &str) -> Value {
+    pub(super) fn job(&self, file: &str, key: &str) -> Value {
         json!({
             "source": self.sshd.url(file),
             "destination": format!("s3://{BUCKET}/{key}"),
@@ -98,7 +104,7 @@ impl Env {
         })
     }
 
-    async fn assert_no_open_uploads(&self) {
+    pub(super) async fn assert_no_open_uploads(&self) {
         let open = self.s3.store().list_uploads(BUCKET, "").await.unwrap();
         assert!(open.is_empty(), "multipart uploads left open: {open:?}");
     }

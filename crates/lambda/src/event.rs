@@ -146,11 +146,19 @@ fn parse_record_event(obj: &Map<String, Value>) -> Option<Result<Trigger>> {
     } else if obj.contains_key("complete") {
         serde_json::from_value::<CompleteEvent>(value())
             .map(|e| Trigger::Complete(e.complete.record))
-            .map_err(|e| bad(format!("completion step {{\"complete\": {{\"record\": ...}}}}: {e}")))
+            .map_err(|e| {
+                bad(format!(
+                    "completion step {{\"complete\": {{\"record\": ...}}}}: {e}"
+                ))
+            })
     } else if obj.contains_key("failed") {
         serde_json::from_value::<FailedEvent>(value())
             .map(|e| Trigger::Failed(e.failed))
-            .map_err(|e| bad(format!("failure step {{\"failed\": {{\"record\": ..., \"error\": ...}}}}: {e}")))
+            .map_err(|e| {
+                bad(format!(
+                    "failure step {{\"failed\": {{\"record\": ..., \"error\": ...}}}}: {e}"
+                ))
+            })
     } else {
         return None;
     };

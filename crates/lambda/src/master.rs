@@ -198,7 +198,13 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
         path: &job.source.path,
         stat,
     };
-    let fits = |size| Ok::<_, Error>(master_schedule(size, &job.tuning, env)?.1.fits_master(env.master_timeout));
+    let fits = |size| {
+        Ok::<_, Error>(
+            master_schedule(size, &job.tuning, env)?
+                .1
+                .fits_master(env.master_timeout),
+        )
+    };
     if stat.is_file && !fits(stat.size)? {
         match deps.state_machine {
             Some(machine) => return hand_off(job, &job_id, &source, machine, env, deps).await,
@@ -308,8 +314,7 @@ async fn resume_job<M: MultipartStore + ObjectStore, I: Invoker>(
     })?;
     let recorded = at.read_existing(deps.store).await?;
     let source = sftp_source(&recorded.source, &env.ssh, deps.credentials).await?;
-    let (record, done) =
-        master::prepare_resume(&at, &source, deps.store, &env.master).await?;
+    let (record, done) = master::prepare_resume(&at, &source, deps.store, &env.master).await?;
     let remaining: Vec<u32> = record
         .plan
         .tasks
@@ -318,7 +323,8 @@ async fn resume_job<M: MultipartStore + ObjectStore, I: Invoker>(
         .filter(|i| !done.contains(i))
         .collect();
     let suffix = format!("-r{}", unix_millis());
-    let mut started = start_execution(&at, remaining, &execution_name(&at.id, &suffix), machine).await?;
+    let mut started =
+        start_execution(&at, remaining, &execution_name(&at.id, &suffix), machine).await?;
     started.resumed_tasks = done.len() as u32;
     Ok(MasterResponse::Started(started))
 }

@@ -49,13 +49,12 @@ impl StateMachine {
 
     /// Starts an execution named `name` over `input`; returns its ARN.
     pub async fn start(&self, name: &str, input: &ExecutionInput) -> Result<String, HandlerError> {
-        let fail = |retryable: bool, source: gzship_core::error::BoxError| {
-            HandlerError::StartExecution {
+        let fail =
+            |retryable: bool, source: gzship_core::error::BoxError| HandlerError::StartExecution {
                 state_machine: self.arn.clone(),
                 retryable,
                 source,
-            }
-        };
+            };
         let input = serde_json::to_string(input).map_err(|e| fail(false, e.into()))?;
         let started = self
             .client
@@ -69,7 +68,9 @@ impl StateMachine {
                 let retryable = gzship_core::aws_error::is_retryable(&e, RETRYABLE_CODES);
                 fail(
                     retryable,
-                    aws_sdk_sfn::error::DisplayErrorContext(e).to_string().into(),
+                    aws_sdk_sfn::error::DisplayErrorContext(e)
+                        .to_string()
+                        .into(),
                 )
             })?;
         Ok(started.execution_arn().to_owned())
@@ -109,7 +110,10 @@ mod tests {
         let long = format!("{}-1764488400123-9f2c", "x".repeat(100));
         let name = execution_name(&long, "-r1764488400999");
         assert_eq!(name.len(), MAX_EXECUTION_NAME);
-        assert!(name.ends_with("-1764488400123-9f2c-r1764488400999"), "{name}");
+        assert!(
+            name.ends_with("-1764488400123-9f2c-r1764488400999"),
+            "{name}"
+        );
     }
 
     #[test]
