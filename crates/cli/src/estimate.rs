@@ -7,7 +7,10 @@
 //! ([`DurationModel`]) the Lambda master checks jobs with: tasks start in order,
 //! `concurrency` at once and one per `start_interval` at most; each reads at
 //! `min(worker rate, source rate / tasks running)`. The settings are the registry's, with
-//! Lambda's defaults (`--concurrency` 8). Measure the worker rate for your data and
+//! Lambda's defaults (`--concurrency` 8). A job whose schedule does not fit the master's
+//! timeout (less the minute it keeps for itself) runs on the template's Step Functions state
+//! machine, and the estimate says so and adds its state transitions. Measure the worker rate
+//! for your data and
 //! memory size (`bench/run.sh` gives the rate of one machine; Lambda gives one vCPU per
 //! 1,769 MB) before trusting the result.
 
@@ -17,7 +20,7 @@ use clap::Args;
 use serde::Serialize;
 
 use gzship_core::assemble::part_sizes;
-use gzship_core::duration::DurationModel;
+use gzship_core::duration::{DurationModel, MASTER_MARGIN, MASTER_OVERHEAD};
 use gzship_core::gzip;
 use gzship_core::plan;
 use gzship_core::types::MIB;
@@ -39,10 +42,17 @@ mod price {
     pub const S3_PUT_REQUEST: f64 = 0.005 / 1e3;
     /// S3 Standard storage, per GB-month, first 50 TB (shown apart: it is not the job's cost).
     pub const S3_GB_MONTH: f64 = 0.023;
+    /// Step Functions Standard workflows, per state transition: $0.025 per 1,000
+    /// (aws.amazon.com/step-functions/pricing; the first 4,000 a month are free).
+    pub const STATE_TRANSITION: f64 = 0.025 / 1e3;
 }
 
-/// The Lambda functions' longest timeout.
-const LAMBDA_MAX_TIMEOUT_S: f64 = 900.0;
+/// State transitions of one task on the state machine: its child execution of the
+/// Distributed Map and its Task state (each retry adds one).
+pub const TRANSITIONS_PER_TASK: u64 = 2;
+/// State transitions of a job on the state machine besides its tasks: the Map, the
+/// completion step, the end.
+pub const TRANSITIONS_PER_JOB: u64 = 3;
 
 /// Options of `gzship estimate`.
 #[derive(Debug, Clone, Args)]
@@ -77,6 +87,8 @@ pub struct Assumptions {
     pub memory_mb: u32,
     pub master_memory_mb: u32,
     pub worker_timeout_s: u32,
+    /// The master function's timeout: a longer job runs on the state machine.
+    pub master_timeout_s: u32,
     pub concurrency: u32,
     /// Least seconds between two task starts (the master's start interval).
     pub start_interval_s: f64,
@@ -106,6 +118,11 @@ pub struct Estimate {
     /// Seconds of the longest task.
     pub task_seconds: f64,
     pub wall_seconds: f64,
+    /// Whether the job is longer than the master's timeout, so that on Lambda it runs on the
+    /// Step Functions state machine (`GZSHIP_STATE_MACHINE`) instead of the master.
+    pub state_machine: bool,
+    /// Step Functions state transitions of the job (0 when the master runs it).
+    pub state_transitions: u64,
     /// Peak memory of one worker from its pipeline bounds at the assumed ratio, in MB.
     pub worker_memory_mb: f64,
     /// The same for data that does not compress.
@@ -117,6 +134,7 @@ pub struct Estimate {
     pub cost_lambda_compute: f64,
     pub cost_lambda_requests: f64,
     pub cost_s3_requests: f64,
+    pub cost_step_functions: f64,
     pub cost_total: f64,
     /// Not part of the job's cost: keeping the object a month.
     pub storage_per_month: f64,
@@ -142,6 +160,7 @@ impl EstimateArgs {
             memory_mb: self.memory_mb,
             master_memory_mb: self.master_memory_mb,
             worker_timeout_s: settings.model.worker_timeout.as_secs() as u32,
+            master_timeout_s: settings.model.master_timeout.as_secs() as u32,
             concurrency: settings.master.concurrency as u32,
             start_interval_s: settings.master.start_interval.as_secs_f64(),
             ratio: self.ratio,
@@ -224,24 +243,30 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
         bytes / 1e6 + 60.0 // + runtime, TLS and SSH buffers
     };
     let (worker_memory_mb, worst_memory_mb) = (worker_memory_mb(a.ratio), worker_memory_mb(1.0));
+    let master_timeout = std::time::Duration::from_secs(u64::from(a.master_timeout_s));
+    let state_machine = !schedule.fits_master(master_timeout);
+    // On the state machine the master only starts the job and completes it; otherwise it
+    // waits for the whole schedule.
+    let (master_seconds, master_invocations, state_transitions) = if state_machine {
+        (
+            2.0 * MASTER_OVERHEAD.as_secs_f64(),
+            2,
+            TRANSITIONS_PER_JOB + TRANSITIONS_PER_TASK * u64::from(tasks),
+        )
+    } else {
+        (wall, 1, 0)
+    };
     let worker_gb_seconds = worker_seconds * f64::from(a.memory_mb) / 1024.0;
-    let master_gb_seconds = wall * f64::from(a.master_memory_mb) / 1024.0;
-    let lambda_requests = u64::from(tasks) + 1;
+    let master_gb_seconds = master_seconds * f64::from(a.master_memory_mb) / 1024.0;
+    let lambda_requests = u64::from(tasks) + master_invocations;
     let s3_put_requests = parts + 2;
     let cost_lambda_compute =
         (worker_gb_seconds + master_gb_seconds) * price::LAMBDA_ARM64_GB_SECOND;
     let cost_lambda_requests = lambda_requests as f64 * price::LAMBDA_REQUEST;
     let cost_s3_requests = s3_put_requests as f64 * price::S3_PUT_REQUEST;
+    let cost_step_functions = state_transitions as f64 * price::STATE_TRANSITION;
 
     let mut warnings = Vec::new();
-    if wall > LAMBDA_MAX_TIMEOUT_S {
-        warnings.push(format!(
-            "the job takes {} but the master function lives at most 15 min: run it with the \
-             gzship CLI on a machine near the source (the workers can still be Lambda), or raise \
-             --concurrency",
-            duration(wall)
-        ));
-    }
     if longest > f64::from(a.worker_timeout_s) {
         warnings.push(format!(
             "a task takes {} at {:.0} MB/s, over the worker timeout of {} s: the source is too \
@@ -287,6 +312,8 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
         worker_rate_mb_s: rate / 1e6,
         task_seconds: longest,
         wall_seconds: wall,
+        state_machine,
+        state_transitions,
         worker_memory_mb,
         worst_memory_mb,
         worker_gb_seconds,
@@ -296,7 +323,11 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
         cost_lambda_compute,
         cost_lambda_requests,
         cost_s3_requests,
-        cost_total: cost_lambda_compute + cost_lambda_requests + cost_s3_requests,
+        cost_step_functions,
+        cost_total: cost_lambda_compute
+            + cost_lambda_requests
+            + cost_s3_requests
+            + cost_step_functions,
         storage_per_month: object_bytes as f64 / 1e9 * price::S3_GB_MONTH,
         warnings,
     })
@@ -349,6 +380,24 @@ fn render(e: &Estimate) -> String {
         e.worker_memory_mb,
         e.worst_memory_mb
     );
+    let _ = if e.state_machine {
+        writeln!(
+            s,
+            "route    longer than the master's {} s (less {} s it keeps): on Lambda the job \
+             runs on the Step Functions state machine (GZSHIP_STATE_MACHINE), {} state \
+             transitions ${:.4}",
+            a.master_timeout_s,
+            MASTER_MARGIN.as_secs(),
+            e.state_transitions,
+            e.cost_step_functions
+        )
+    } else {
+        writeln!(
+            s,
+            "route    inside the master's {} s: on Lambda the master runs the tasks itself",
+            a.master_timeout_s
+        )
+    };
     let _ = writeln!(
         s,
         "cost     ${:.4}: Lambda {:.0} GB-s (workers {:.0}, master {:.0}) ${:.4} + {} invocations \
@@ -383,6 +432,7 @@ mod tests {
             memory_mb: 3008,
             master_memory_mb: 512,
             worker_timeout_s: 900,
+            master_timeout_s: 900,
             concurrency: 8,
             start_interval_s: 0.2,
             ratio: 10.0,
@@ -420,7 +470,8 @@ mod tests {
                 (e.cost_total
                     - e.cost_lambda_compute
                     - e.cost_lambda_requests
-                    - e.cost_s3_requests)
+                    - e.cost_s3_requests
+                    - e.cost_step_functions)
                     .abs()
                     < 1e-9
             );
@@ -438,17 +489,23 @@ mod tests {
         assert!((e.wall_seconds - (GIB as f64 / 50e6 + 3.5)).abs() < 0.01);
         assert!(e.cost_total < 0.01);
         assert!(e.warnings.is_empty(), "{:?}", e.warnings);
+        assert!(!e.state_machine);
+        assert_eq!((e.state_transitions, e.cost_step_functions), (0, 0.0));
 
-        // 1 TiB: the part size is raised, the job outlasts the master function.
+        // 1 TiB: the part size is raised, the job outlasts the master function and runs on
+        // the state machine: two transitions a task and three for the job.
         let e = estimate(&assume(TIB), plan::Tuning::default()).unwrap();
         // 1024 tasks of 1 GiB wanted, capped at max tasks: 997 ranges of whole blocks.
         assert_eq!(e.tasks, 997);
         assert!(e.part_size > 16 * MIB);
         assert!(e.wall_seconds > 900.0);
+        assert!(e.state_machine);
+        assert_eq!(e.state_transitions, 2 * 997 + 3);
+        assert!((e.cost_step_functions - 1997.0 * 0.025 / 1000.0).abs() < 1e-9);
         assert!(
-            e.warnings.iter().any(|w| w.contains("15 min")),
-            "{:?}",
-            e.warnings
+            render(&e).contains("Step Functions state machine"),
+            "{}",
+            render(&e)
         );
         // ~1000 tasks x ~23 s at 3008 MB: about 66,000 GB-s, under a dollar.
         assert!(e.cost_total > 0.5 && e.cost_total < 1.5, "{}", e.cost_total);
@@ -464,6 +521,22 @@ mod tests {
                 .any(|w| w.contains("spooled to the worker's /tmp")),
             "{:?}",
             e.warnings
+        );
+    }
+
+    /// The route follows the master's timeout, by the same model as the Lambda master.
+    #[test]
+    fn jobs_longer_than_the_master_go_through_the_state_machine() {
+        let mut a = assume(100 * GIB);
+        let e = estimate(&a, plan::Tuning::default()).unwrap();
+        assert!(!e.state_machine, "{} s", e.wall_seconds);
+        a.master_timeout_s = 120;
+        let e = estimate(&a, plan::Tuning::default()).unwrap();
+        assert!(e.state_machine, "{} s", e.wall_seconds);
+        assert!(
+            render(&e).contains("longer than the master's 120 s"),
+            "{}",
+            render(&e)
         );
     }
 
