@@ -34,12 +34,19 @@ async fn env() -> Env {
 impl Env {
     /// `gzship ARGS` with the test's credentials, host key and S3 endpoint.
     fn gzship(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bins::gzship());
-        cmd.args(args)
-            .arg("--identity")
+        let mut cmd = self.gzship_store(args);
+        cmd.arg("--identity")
             .arg(&self.sshd.client_key().private_key_path)
             .arg("--host-key")
-            .arg(self.sshd.host_key_fingerprint())
+            .arg(self.sshd.host_key_fingerprint());
+        cmd
+    }
+
+    /// `gzship ARGS` with the test's S3 endpoint and credentials only, for the commands that
+    /// touch only the store (`jobs`, `abort`).
+    fn gzship_store(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bins::gzship());
+        cmd.args(args)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
             .env("AWS_REGION", REGION)

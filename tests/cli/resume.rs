@@ -15,21 +15,6 @@ use super::*;
 const SHAPE: &[&str] = &["--tasks", "6", "--concurrency", "1", "--part-size", "5MiB"];
 
 impl Env {
-    /// `gzship ARGS` without the SSH flags, for the commands that only touch the store.
-    fn gzship_store(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bins::gzship());
-        cmd.args(args)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-            .env("AWS_REGION", REGION)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("GZSHIP_S3_ENDPOINT", self.s3.endpoint_url())
-            .env("GZSHIP_LOG", "info");
-        cmd
-    }
-
     /// `gzship jobs LOCATION --json`.
     fn jobs(&self, location: &str) -> Vec<serde_json::Value> {
         let out = self

@@ -650,13 +650,7 @@ impl ObjectStore for LocalStore {
             }
             _ => {}
         }
-        let tmp = object.with_file_name(format!(
-            ".{}.tmp-{}",
-            key.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            random_suffix()
-        ));
+        let tmp = staging_path(&object);
         let written = async {
             fs::write(&tmp, &body)
                 .await
@@ -683,13 +677,7 @@ impl ObjectStore for LocalStore {
         }
         // Written whole under a temporary name, then linked onto the key: the link fails when
         // a file is there, atomically.
-        let tmp = object.with_file_name(format!(
-            ".{}.tmp-{}",
-            key.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default(),
-            random_suffix()
-        ));
+        let tmp = staging_path(&object);
         fs::write(&tmp, &body)
             .await
             .map_err(|e| Error::io("write", &tmp, e))?;
@@ -1007,6 +995,16 @@ fn is_upload_id(id: &str) -> bool {
 
 fn part_name(number: PartNumber) -> String {
     format!("{:05}", number.get())
+}
+
+/// A hidden name beside `object` to write it under before it is renamed or linked into place
+/// (listings skip such names).
+fn staging_path(object: &Path) -> PathBuf {
+    let name = object
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    object.with_file_name(format!(".{name}.tmp-{}", random_suffix()))
 }
 
 fn random_suffix() -> String {
