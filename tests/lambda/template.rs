@@ -66,7 +66,7 @@ fn state_machine_definition_matches_the_template_and_the_error_types() {
     want.sort();
     let mut tasks = Vec::new();
     collect_tasks(&definition, &mut tasks);
-    assert_eq!(tasks.len(), 3, "RunTask, CompleteJob, EndFailedJob");
+    assert_eq!(tasks.len(), 3, "RunTask, EndFailedJob, CompleteJob");
     for task in tasks {
         let retried: Vec<String> = task["Retry"]
             .as_array()
@@ -88,6 +88,12 @@ fn state_machine_definition_matches_the_template_and_the_error_types() {
     assert_eq!(map["ToleratedFailurePercentage"], 0);
     assert_eq!(map["MaxConcurrency"], 8);
     assert_eq!(map["ResultPath"], serde_json::Value::Null);
+    // A failed Map (and a failed completion) ends the execution where it failed, so that a
+    // redrive re-runs it: no Catch there; a task's failure step runs inside its item.
+    assert!(map.get("Catch").is_none());
+    assert!(definition["States"]["CompleteJob"].get("Catch").is_none());
+    let item = &map["ItemProcessor"]["States"];
+    assert_eq!(item["RunTask"]["Catch"][0]["Next"], "EndFailedJob");
 }
 
 fn collect_tasks<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a serde_json::Value>) {

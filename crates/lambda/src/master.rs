@@ -11,9 +11,9 @@
 //! is started ([`master::start`]: recorded, upload created, tasks sized to the worker's
 //! timeout) and handed to the state machine ([`StateMachine`]); the master returns the
 //! execution's ARN and the record's URL. The state machine calls the master back to complete
-//! the job (`{"complete": ...}`) or to end a failed one (`{"failed": ...}`: abort it when a
-//! task failed for good, else keep it for `{"resume": URL}`, which runs the tasks without a
-//! confirmed report in a new execution).
+//! the job (`{"complete": ...}`) and, for a task that failed for good, to end the job
+//! (`{"failed": ...}`: abort it on a fatal error, else keep it for a redrive of the execution or
+//! `{"resume": URL}`, which runs the tasks without a confirmed report in a new execution).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -355,9 +355,10 @@ async fn complete_job<M: MultipartStore + ObjectStore, I: Invoker>(
     Ok(MasterResponse::Job(report))
 }
 
-/// The failure step: aborts the job when a task recorded a fatal error or the step that failed
-/// did so fatally; otherwise keeps it (its upload and record) for a resume. Answers how it
-/// ended, which the state machine fails with.
+/// The failure step, which the state machine runs in the item of a task that failed for good:
+/// aborts the job when a task recorded a fatal error or the task failed fatally; otherwise
+/// keeps it (its upload and record) for a resume or a redrive. Answers how it ended, which the
+/// item fails with. Idempotent: the failure steps of several tasks may run at once.
 async fn end_failed_job<M: MultipartStore + ObjectStore, I: Invoker>(
     step: &FailedStep,
     env: &MasterEnv,
@@ -385,8 +386,13 @@ async fn end_failed_job<M: MultipartStore + ObjectStore, I: Invoker>(
         None => (caught.error.clone(), caught_cause),
     };
     if !fatal.is_empty() || is_fatal_type(&caught.error) {
-        let record = master::abort_job(&at, deps.store).await?;
-        tracing::error!(job = %record.job_id, error = %error, cause = %cause, "job failed; aborted");
+        // The failure steps of other tasks may abort it at the same time.
+        if let Err(e) = master::abort_job(&at, deps.store).await
+            && at.read(deps.store).await?.is_some()
+        {
+            return Err(e.into());
+        }
+        tracing::error!(job = %at.id, error = %error, cause = %cause, "job failed; aborted");
         return Ok(MasterResponse::Ended(EndedJob {
             error,
             cause: format!("{cause}; the job was aborted: its upload and record are removed"),
