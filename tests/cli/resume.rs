@@ -135,7 +135,7 @@ async fn an_interrupted_job_stays_resumable() {
         "interrupted.gz",
         &["--part-memory", "0", "--spool-dir", spool_dir],
     );
-    wait_for_first_part(&env, "interrupted.gz").await;
+    wait_for_tasks(&env, "interrupted.gz", 1).await;
     signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
@@ -155,7 +155,8 @@ async fn an_interrupted_job_stays_resumable() {
         .gzship(&["resume", "s3://e2e/interrupted.gz", "--json"])
         .output()
         .unwrap();
-    report(&out);
+    let r = report(&out);
+    assert!(r["resumed_tasks"].as_u64().unwrap() >= 1, "{r}");
     env.assert_object_decodes("interrupted.gz", &sha).await;
     env.assert_no_open_uploads().await;
     assert!(env.records().await.is_empty());
