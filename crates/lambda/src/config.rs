@@ -8,10 +8,11 @@
 //! `GZSHIP_ALLOWED_DESTINATIONS` (required: anyone allowed to invoke a function could
 //! otherwise read or write anything), a credential (`GZSHIP_SSH_SECRET`, or `GZSHIP_IDENTITY`
 //! for local runs), a host key (`GZSHIP_HOST_KEY`, `GZSHIP_KNOWN_HOSTS` or
-//! `GZSHIP_KNOWN_HOSTS_TEXT`), and for the master `GZSHIP_WORKER_FUNCTION`.
+//! `GZSHIP_KNOWN_HOSTS_TEXT`), and for the master `GZSHIP_WORKER_FUNCTION`. The master hands jobs
+//! longer than its timeout to `GZSHIP_STATE_MACHINE` when it is set, and refuses them otherwise.
 //!
-//! Endpoints of Lambda and Secrets Manager follow the SDK's standard variables
-//! (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`).
+//! Endpoints of Lambda, Step Functions and Secrets Manager follow the SDK's standard variables
+//! (`AWS_ENDPOINT_URL_LAMBDA`, `AWS_ENDPOINT_URL_SFN`, `AWS_ENDPOINT_URL_SECRETS_MANAGER`).
 
 use std::time::Duration;
 
