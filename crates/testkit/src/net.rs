@@ -37,3 +37,52 @@ pub(crate) async fn http_answers(addr: SocketAddr) -> bool {
         .flatten()
         .is_some()
 }
+
+/// How a server started as a child process came up, for [`wait_until_serving`].
+pub(crate) struct Startup<'a> {
+    /// Where it should answer HTTP.
+    pub addr: SocketAddr,
+    /// How long it may take.
+    pub timeout: Duration,
+    /// Between readiness checks.
+    pub poll: gzship_core::backoff::Backoff,
+    /// A line the launcher prints when the server itself is missing or the wrong version: its
+    /// exit is then a panic with `hint`, not a reason to retry on another port.
+    pub launcher_marker: &'a str,
+    /// What to do about a missing server (the install script to run).
+    pub hint: &'a str,
+}
+
+/// Waits until `server`'s child process is running and `addr` answers HTTP. `Err` (with the
+/// child's log) when it exited or did not answer in time: the caller retries on a new port.
+pub(crate) async fn wait_until_serving<S>(
+    startup: Startup<'_>,
+    server: &mut S,
+    exited: fn(&mut S) -> Option<std::process::ExitStatus>,
+    log: fn(&S) -> String,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + startup.timeout;
+    let mut attempt = 0;
+    loop {
+        if let Some(status) = exited(server) {
+            let log = log(server);
+            if log.contains(startup.launcher_marker) {
+                panic!("the server exited with {status}: {}\n{log}", startup.hint);
+            }
+            return Err(format!("exited with {status}\n{log}"));
+        }
+        if http_answers(startup.addr).await {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "no HTTP answer on {} within {:?}\n{}",
+                startup.addr,
+                startup.timeout,
+                log(server)
+            ));
+        }
+        attempt += 1;
+        tokio::time::sleep(startup.poll.delay(attempt)).await;
+    }
+}

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
@@ -117,30 +117,15 @@ impl S3Server {
             addr,
             dir,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut attempt = 0;
-        loop {
-            if let Some(status) = server.child_exited() {
-                let log = server.log();
-                if log.contains("gzship-testkit: moto") {
-                    panic!(
-                        "moto server exited with {status}: run scripts/install-test-deps.sh\n{log}"
-                    );
-                }
-                return Err(format!("exited with {status}\n{log}"));
-            }
-            if crate::net::http_answers(addr).await {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "no HTTP answer on {addr} within {START_TIMEOUT:?}\n{}",
-                    server.log()
-                ));
-            }
-            attempt += 1;
-            tokio::time::sleep(POLL.delay(attempt)).await;
-        }
+        let startup = crate::net::Startup {
+            addr,
+            timeout: START_TIMEOUT,
+            poll: POLL,
+            launcher_marker: "gzship-testkit: moto",
+            hint: "run scripts/install-test-deps.sh",
+        };
+        crate::net::wait_until_serving(startup, &mut server, Self::child_exited, Self::log).await?;
+        Ok(server)
     }
 
     /// `http://127.0.0.1:PORT`.

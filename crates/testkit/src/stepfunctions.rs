@@ -318,28 +318,15 @@ impl StepFunctions {
             lambda,
             dir,
         };
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut attempt = 0;
-        loop {
-            if let Some(status) = server.child_exited() {
-                let log = server.log();
-                if log.contains("gzship-testkit: ministack") {
-                    panic!("ministack exited with {status}: {INSTALL_HINT}\n{log}");
-                }
-                return Err(format!("exited with {status}\n{log}"));
-            }
-            if crate::net::http_answers(addr).await {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "no HTTP answer on {addr} within {START_TIMEOUT:?}\n{}",
-                    server.log()
-                ));
-            }
-            attempt += 1;
-            tokio::time::sleep(POLL.delay(attempt)).await;
-        }
+        let startup = crate::net::Startup {
+            addr,
+            timeout: START_TIMEOUT,
+            poll: POLL,
+            launcher_marker: "gzship-testkit: ministack",
+            hint: INSTALL_HINT,
+        };
+        crate::net::wait_until_serving(startup, &mut server, Self::child_exited, Self::log).await?;
+        Ok(server)
     }
 
     /// `http://127.0.0.1:PORT`, the endpoint of both Step Functions and Lambda.
