@@ -253,8 +253,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let record = at.read_existing(&place.store).await?;
             let sftp = Arc::new(ssh::source(&settings, &record.source)?);
             let shown = place.show(&record.destination);
+            let source = record.source.clone();
             let report = run_job(
-                Job::Resume,
+                Job::Resume(Box::new(record)),
                 &at,
                 sftp,
                 &place,
@@ -262,7 +263,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 &settings.worker,
             )
             .await
-            .with_context(|| format!("resume {} -> {shown}", record.source))?;
+            .with_context(|| format!("resume {source} -> {shown}"))?;
             print_report(&report, &shown, json)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -360,7 +361,8 @@ fn resumable(config: &MasterConfig) -> MasterConfig {
 /// A job to run: a new one, or the one recorded where `run_job` is pointed.
 enum Job<'a> {
     New(&'a JobRequest),
-    Resume,
+    /// The job recorded at `run_job`'s record, as read to find its source.
+    Resume(Box<gzship_core::job::JobRecord>),
 }
 
 /// Runs (or resumes) a job with in-process workers and a progress bar on a terminal. With
@@ -393,9 +395,10 @@ async fn run_job<S: Source + 'static>(
             )
             .await
         }
-        Job::Resume => {
+        Job::Resume(record) => {
             master::resume(
                 at,
+                *record,
                 source.as_ref(),
                 store,
                 &invoker,

@@ -217,13 +217,15 @@ where
     Ok((at, record))
 }
 
-/// Continues the job recorded at `at`: checks that the source is unchanged (a changed source
-/// aborts the job and removes its record), reuses the open upload, skips every task whose
-/// recorded report `ListParts` confirms (number, size, ETag and CRC32C of each part), runs the
-/// others and completes. The object is the one an uninterrupted run makes: the plan, level and
-/// block size come from the record. The report counts the skipped tasks in `resumed_tasks`.
+/// Continues the job recorded at `at`, whose `record` the caller read (to know which source
+/// to connect to): checks that the source is unchanged (a changed source aborts the job and
+/// removes its record), reuses the open upload, skips every task whose recorded report
+/// `ListParts` confirms (number, size, ETag and CRC32C of each part), runs the others and
+/// completes. The object is the one an uninterrupted run makes: the plan, level and block size
+/// come from the record. The report counts the skipped tasks in `resumed_tasks`.
 pub async fn resume<S, M, I>(
     at: &JobRef,
+    record: JobRecord,
     source: &S,
     store: &M,
     invoker: &I,
@@ -236,7 +238,7 @@ where
     I: Invoker,
 {
     let started = Instant::now();
-    let (record, done) = prepare_resume(at, source, store, config).await?;
+    let (record, done) = prepare_resume(at, record, source, store, config).await?;
     if let Some(p) = progress {
         p.total_bytes
             .store(record.source_stat.size, Ordering::Relaxed);
@@ -246,13 +248,15 @@ where
     execute(at, &record, store, invoker, config, &done, started).await
 }
 
-/// What resuming the job at `at` starts from: its record (with an upload, created now if the
-/// job stopped before recording one) and the tasks already done, confirmed by `ListParts`.
+/// What resuming the job at `at` starts from: its `record` as the caller read it (completed
+/// with an upload, created now if the job stopped before recording one) and the tasks already
+/// done, confirmed by `ListParts`.
 /// A changed source aborts the job and removes its record; an upload that is gone removes the
 /// record. Whoever runs the remaining tasks ([`resume`], or a Step Functions execution over
 /// their indices) then completes with [`finish`].
 pub async fn prepare_resume<S, M>(
     at: &JobRef,
+    mut record: JobRecord,
     source: &S,
     store: &M,
     config: &MasterConfig,
@@ -261,7 +265,6 @@ where
     S: Source,
     M: MultipartStore + ObjectStore,
 {
-    let mut record = at.read_existing(store).await?;
     config.policy.check_source(&record.source)?;
     config.policy.check_destination(&record.destination)?;
     check_config(config)?;

@@ -314,7 +314,8 @@ async fn resume_job<M: MultipartStore + ObjectStore, I: Invoker>(
     })?;
     let recorded = at.read_existing(deps.store).await?;
     let source = sftp_source(&recorded.source, &env.ssh, deps.credentials).await?;
-    let (record, done) = master::prepare_resume(&at, &source, deps.store, &env.master).await?;
+    let (record, done) =
+        master::prepare_resume(&at, recorded, &source, deps.store, &env.master).await?;
     let remaining: Vec<u32> = record
         .plan
         .tasks
