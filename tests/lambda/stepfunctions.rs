@@ -365,35 +365,8 @@ const PASSWORD_SECRET: &str = "gzship/e2e-password";
 impl Shipping {
     /// Invokes the master as `aws lambda invoke` does: its answer, or its error reply.
     async fn invoke_master(&self, event: &Value) -> Result<Value, Value> {
-        let out = self
-            .lambda
-            .invoke()
-            .function_name("master")
-            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
-            .send()
+        gzship_testkit::watch::invoke_function(&self.lambda, "master", event, || self.sfn.log())
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "invoke the master: {}\n{}",
-                    aws_sdk_lambda::error::DisplayErrorContext(e),
-                    self.sfn.log()
-                )
-            });
-        let body = out
-            .payload()
-            .map(|p| p.as_ref().to_vec())
-            .unwrap_or_default();
-        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!(
-                "the master answered {body:?}, not JSON ({e})\n{}",
-                self.sfn.log()
-            )
-        });
-        if out.function_error().is_some() {
-            Err(body)
-        } else {
-            Ok(body)
-        }
     }
 
     /// Invokes the master with `event`, which must hand a job to the state machine.

@@ -140,42 +140,58 @@ impl Watch {
             .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
             .build();
         let client = aws_sdk_lambda::Client::from_conf(config);
-        let sent = client
-            .invoke()
-            .function_name(function)
-            .payload(Blob::new(
-                serde_json::to_vec(payload).expect("serialize a JSON value"),
-            ))
-            .send()
-            .await;
-        let body = |bytes: &[u8]| -> Value {
-            serde_json::from_slice(bytes).unwrap_or_else(|e| {
-                panic!(
-                    "{function} answered something other than JSON ({e}): {}\nemulator log:\n{}",
-                    String::from_utf8_lossy(bytes),
-                    self.log()
-                )
-            })
-        };
-        match sent {
-            Ok(out) => {
-                let payload = body(out.payload().map(|b| b.as_ref()).unwrap_or(b"null"));
-                if out.function_error().is_some() {
-                    Err(payload)
-                } else {
-                    Ok(payload)
-                }
+        invoke_function(&client, function, payload, || {
+            format!("emulator log:\n{}", self.log())
+        })
+        .await
+    }
+}
+
+/// Invokes `function` through `client` (pointed at `cargo lambda watch` or ministack) as
+/// `aws lambda invoke` does: its answer, or its error body. A function error comes as HTTP 200
+/// with `FunctionError` (AWS, ministack) or as HTTP 500 with the same body (`cargo lambda
+/// watch`); both are `Err`. Anything else panics, with `context()` (a server's log).
+pub async fn invoke_function(
+    client: &aws_sdk_lambda::Client,
+    function: &str,
+    payload: &Value,
+    context: impl Fn() -> String,
+) -> Result<Value, Value> {
+    let sent = client
+        .invoke()
+        .function_name(function)
+        .payload(Blob::new(
+            serde_json::to_vec(payload).expect("serialize a JSON value"),
+        ))
+        .send()
+        .await;
+    let body = |bytes: &[u8]| -> Value {
+        serde_json::from_slice(bytes).unwrap_or_else(|e| {
+            panic!(
+                "{function} answered something other than JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(bytes),
+                context()
+            )
+        })
+    };
+    match sent {
+        Ok(out) => {
+            let payload = body(out.payload().map(|b| b.as_ref()).unwrap_or(b"null"));
+            if out.function_error().is_some() {
+                Err(payload)
+            } else {
+                Ok(payload)
             }
-            // The emulator answers a function error with HTTP 500 and the same body.
-            Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 500 => {
-                Err(body(e.raw().body().bytes().unwrap_or(b"null")))
-            }
-            Err(e) => panic!(
-                "invoke {function}: {}\nemulator log:\n{}",
-                aws_sdk_lambda::error::DisplayErrorContext(e),
-                self.log()
-            ),
         }
+        // The emulator answers a function error with HTTP 500 and the same body.
+        Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 500 => {
+            Err(body(e.raw().body().bytes().unwrap_or(b"null")))
+        }
+        Err(e) => panic!(
+            "invoke {function}: {}\n{}",
+            aws_sdk_lambda::error::DisplayErrorContext(e),
+            context()
+        ),
     }
 }
 
