@@ -174,7 +174,7 @@ struct JobLine {
 }
 
 /// `gzship jobs`: prints the unfinished jobs at `location` (destinations under its prefix),
-/// and aborts those older than `abort_older_than`.
+/// and aborts those started at least `abort_older_than` ago.
 pub async fn list(
     location: &str,
     s3: &S3Config,
@@ -227,7 +227,9 @@ pub async fn list(
     }
     if let Some(limit) = abort_older_than {
         let mut failed = 0;
-        for j in jobs.iter().filter(|j| j.record.age() > limit) {
+        // Ages are whole seconds (the record's start time is): `0s` must take a job started
+        // a moment ago too, so the limit counts as reached when equalled.
+        for j in jobs.iter().filter(|j| j.record.age() >= limit) {
             let shown = place.show_job(&j.at);
             match gzship_core::master::abort_job(&j.at, &place.store).await {
                 Ok(_) => eprintln!("aborted {shown} ({} old)", age(j.record.age())),

@@ -74,8 +74,8 @@ enum Command {
         /// Print the jobs as one JSON array.
         #[arg(long)]
         json: bool,
-        /// Abort the listed jobs that started longer ago than this (e.g. 7d): their uploads
-        /// are aborted and their records removed.
+        /// Abort the listed jobs that started at least this long ago (e.g. 7d; 0s: all):
+        /// their uploads are aborted and their records removed.
         #[arg(long, value_parser = settings::parse_duration, value_name = "DURATION")]
         abort_older_than: Option<Duration>,
     },
