@@ -56,7 +56,7 @@ impl Source for MemorySource {
     async fn stat(&self, _path: &str) -> Result<SourceStat> {
         Ok(SourceStat {
             size: self.data.len() as u64,
-            mtime: self.mtime,
+            mtime: Some(self.mtime),
             is_file: true,
         })
     }

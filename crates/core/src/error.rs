@@ -320,7 +320,12 @@ impl Error {
     /// Whether repeating the failed operation (or task) can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::SshConnect { .. } | Error::SftpRead { .. } | Error::SftpStat { .. } => true,
+            Error::SshConnect { .. } => true,
+            // Unless the server answered that it does not implement the request: asking again
+            // gets the same answer.
+            Error::SftpRead { source, .. } | Error::SftpStat { source, .. } => {
+                !crate::source::sftp::caused_by_unsupported(source.as_ref())
+            }
             Error::S3 { retryable, .. }
             | Error::Invoke { retryable, .. }
             | Error::Remote { retryable, .. } => *retryable,

@@ -95,7 +95,8 @@ pub struct JobRecord {
     pub gzship_version: String,
     /// The source file.
     pub source: SourceUrl,
-    /// The source's size and mtime when the job was planned; a resume refuses a changed file.
+    /// The source's size and mtime (absent where the server sends none) when the job was
+    /// planned; a resume refuses a changed file.
     pub source_stat: SourceStat,
     /// The object being written.
     pub destination: ObjectUrl,
@@ -620,7 +621,7 @@ mod tests {
             source: "sftp://u@h/data/big".parse().unwrap(),
             source_stat: SourceStat {
                 size,
-                mtime: 1_700_000_000,
+                mtime: Some(1_700_000_000),
                 is_file: true,
             },
             destination: "s3://bkt/exports/big.gz".parse().unwrap(),

@@ -271,14 +271,21 @@ where
 
     let stat = source.stat(&record.source.path).await?;
     let was = record.source_stat;
-    if stat.size != was.size || stat.mtime != was.mtime || !stat.is_file {
+    if was.change_to(&stat).is_some()
+        || was.mtime.is_some() != stat.mtime.is_some()
+        || !stat.is_file
+    {
         let err = Error::SourceChanged {
             path: record.source.path.clone(),
             detail: format!(
-                "it was {} bytes with mtime {} when job {} started and is {} bytes with mtime {} \
-                 now; a resume would mix old and new bytes, so the job was aborted and its \
-                 record removed: run it again",
-                was.size, was.mtime, record.job_id, stat.size, stat.mtime
+                "it was {} bytes with {} when job {} started and is {} bytes with {} now; a \
+                 resume would mix old and new bytes, so the job was aborted and its record \
+                 removed: run it again",
+                was.size,
+                was.mtime_words(),
+                record.job_id,
+                stat.size,
+                stat.mtime_words()
             ),
         };
         return Err(discard(at, &record, store, err).await);
@@ -587,7 +594,8 @@ where
         Ok(Some((_, meta))) => {
             let m = &meta.metadata;
             m.get("gzship-source-size") == Some(&record.source_stat.size.to_string())
-                && m.get("gzship-source-mtime") == Some(&record.source_stat.mtime.to_string())
+                && m.get("gzship-source-mtime").cloned()
+                    == record.source_stat.mtime.map(|t| t.to_string())
         }
         _ => false,
     };
@@ -637,7 +645,10 @@ fn object_meta(source: &SourceUrl, level: Level, stat: &SourceStat) -> ObjectMet
     let mut metadata = BTreeMap::new();
     metadata.insert("gzship-source".into(), source_meta_value(source));
     metadata.insert("gzship-source-size".into(), stat.size.to_string());
-    metadata.insert("gzship-source-mtime".into(), stat.mtime.to_string());
+    // Left out where the server sends no mtime, rather than a made-up 0 (1970).
+    if let Some(mtime) = stat.mtime {
+        metadata.insert("gzship-source-mtime".into(), mtime.to_string());
+    }
     metadata.insert("gzship-level".into(), level.to_string());
     metadata.insert("gzship-version".into(), env!("CARGO_PKG_VERSION").into());
     ObjectMeta {
@@ -884,7 +895,7 @@ mod tests {
         let source: SourceUrl = format!("sftp://user@host{path}").parse().unwrap();
         let stat = SourceStat {
             size: u64::MAX,
-            mtime: u64::MAX,
+            mtime: Some(u64::MAX),
             is_file: true,
         };
         let meta = object_meta(&source, Level::default(), &stat);

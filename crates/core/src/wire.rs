@@ -198,7 +198,7 @@ mod tests {
             source: "sftp://u@h/f".parse().unwrap(),
             source_stat: SourceStat {
                 size: 2 * GIB,
-                mtime: 1,
+                mtime: Some(1),
                 is_file: true,
             },
             range: ByteRange::new(0, GIB).unwrap(),

@@ -19,10 +19,42 @@ pub mod sftp;
 pub struct SourceStat {
     /// Size in bytes.
     pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime: u64,
+    /// Modification time, seconds since the Unix epoch; `None` where the server sends none
+    /// (some appliance servers), and then a change to the file is told by its size alone.
+    /// Absent from JSON when `None`, so records and tasks with an mtime read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<u64>,
     /// Whether it is a regular file (not a directory, device or socket).
     pub is_file: bool,
+}
+
+impl SourceStat {
+    /// What tells `now`, a later stat of the same path, from this one, in words ("its size
+    /// is 10 bytes, expected 9"); `None` when it may be the same file. Mtimes count only when
+    /// both stats carry one. The type is left to the caller, which has its own error for a
+    /// path that is no longer a regular file.
+    pub fn change_to(&self, now: &SourceStat) -> Option<String> {
+        if now.size != self.size {
+            return Some(format!(
+                "its size is {} bytes, expected {}",
+                now.size, self.size
+            ));
+        }
+        match (self.mtime, now.mtime) {
+            (Some(was), Some(is)) if was != is => {
+                Some(format!("its mtime is {is}, expected {was}"))
+            }
+            _ => None,
+        }
+    }
+
+    /// "mtime 1700000000", or "no mtime" where the server sent none: for messages.
+    pub fn mtime_words(&self) -> String {
+        match self.mtime {
+            Some(t) => format!("mtime {t}"),
+            None => "no mtime".to_owned(),
+        }
+    }
 }
 
 /// A stream of byte chunks, in order.
@@ -34,8 +66,9 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 /// - `stat` does not follow the caller's expectations; it reports what is there now.
 /// - `read_range` yields exactly `range.len()` bytes, in order, in chunks of any size, then ends.
 ///   It never yields a byte twice or skips one, even when it reconnects after a dropped
-///   connection. Before yielding anything it checks the file against `expect` (size and mtime);
-///   if the file is shorter than the range, or changed, the stream ends with
+///   connection. Before yielding anything it checks the file against `expect` (size, and mtime
+///   where the server sends one: [`SourceStat::change_to`]); if the file is shorter than the
+///   range, or changed, the stream ends with
 ///   [`Error::SourceChanged`](crate::Error::SourceChanged) instead of yielding wrong bytes.
 /// - Dropping the stream cancels outstanding reads and closes the connection.
 /// - Implementations are cheap to share (`&self`); each `read_range` may open its own connections.

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::source::{ByteStream, Source, SourceStat};
@@ -29,6 +29,7 @@ pub use known_hosts::{KnownHosts, Verdict};
 
 use connect::{Shared, connect, stat_of};
 use read::RangeReader;
+pub(crate) use connect::caused_by_unsupported;
 
 /// Reads files of one SFTP server. Cheap to share: clone it or put it behind a reference.
 #[derive(Clone)]
@@ -66,8 +67,8 @@ enum StatFailure {
     Sftp(#[source] russh_sftp::client::error::Error),
     #[error("no answer within {0:?}")]
     Timeout(std::time::Duration),
-    #[error("the server's attributes lack the size or mtime")]
-    Incomplete,
+    #[error("the server's attributes lack the size")]
+    NoSize,
 }
 
 impl Source for SftpSource {
@@ -83,10 +84,18 @@ impl Source for SftpSource {
         let attrs = result
             .map_err(|_| fail(StatFailure::Timeout(timeout)))?
             .map_err(|e| fail(StatFailure::Sftp(e)))?;
-        let stat = stat_of(&attrs.attrs).ok_or_else(|| fail(StatFailure::Incomplete))?;
+        let stat = stat_of(&attrs.attrs).ok_or_else(|| fail(StatFailure::NoSize))?;
         debug!(addr = %self.shared.addr, path, ?stat, "stat");
         Ok(stat)
     }
+        if stat.mtime.is_none() && stat.is_file {
+            warn!(
+                addr = %self.shared.addr,
+                path,
+                "the server sends no modification time: a change to the file during the job \
+                 is detected by its size alone (an in-place rewrite of the same size is not)"
+            );
+        }
 
     async fn read_range(
         &self,

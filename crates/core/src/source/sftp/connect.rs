@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use russh::client;
@@ -24,6 +25,9 @@ pub(super) struct Shared {
     pub addr: String,
     pub credential: Credential,
     pub ssh_config: Arc<client::Config>,
+    /// Set once the server answered FSTAT with "operation unsupported": later checks of an
+    /// open file STAT its path instead, without asking again.
+    pub no_fstat: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -70,6 +74,7 @@ impl Shared {
             config,
             credential,
             ssh_config,
+            no_fstat: AtomicBool::new(false),
         })
     }
 }
@@ -372,11 +377,31 @@ pub(super) fn is_eof(e: &SftpError) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == StatusCode::Eof)
 }
 
-/// Size, mtime and type from SFTP attributes.
+/// Whether an SFTP error is the server saying it does not implement the request
+/// (SSH_FX_OP_UNSUPPORTED): asking again, on this connection or a new one, cannot help.
+pub(super) fn is_unsupported(e: &SftpError) -> bool {
+    matches!(e, SftpError::Status(s) if s.status_code == StatusCode::OpUnsupported)
+}
+
+/// Whether `err` or any of its causes is an SFTP "operation unsupported" answer: for
+/// [`Error::is_retryable`], which must not retry what the server will never do.
+pub(crate) fn caused_by_unsupported(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<SftpError>().is_some_and(is_unsupported) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// Size, mtime (when the server sends one) and type from SFTP attributes; `None` without a
+/// size, which gzship cannot do without.
 pub(super) fn stat_of(attrs: &FileAttributes) -> Option<crate::source::SourceStat> {
     Some(crate::source::SourceStat {
         size: attrs.size?,
-        mtime: u64::from(attrs.mtime?),
+        mtime: attrs.mtime.map(u64::from),
         is_file: attrs.permissions.is_some() && attrs.file_type().is_file(),
     })
 }

@@ -1,6 +1,11 @@
 //! Reading one range: pipelined READs over one or more connections, delivered strictly in
 //! order, with the file checked against the planner's stat before the first byte and after the
 //! last, and resumption at the first undelivered byte when a connection is lost.
+//!
+//! The file is checked with FSTAT on its handle, or with STAT on its path where the server
+//! answers FSTAT "operation unsupported" (paramiko's default handles, some appliances), as
+//! rclone does by default. Handles are closed (SFTP CLOSE) at the end of the range and after a
+//! failure the connection survived; a lost connection is only dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +16,14 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
-use tracing::{debug, warn};
+use std::sync::atomic::Ordering;
+use tracing::{debug, info, warn};
 
 use crate::error::{Error, Result};
 use crate::source::SourceStat;
 use crate::types::ByteRange;
 
-use super::connect::{Connection, Shared, connect, is_eof, stat_of};
+use super::connect::{Connection, Shared, connect, is_eof, is_unsupported, stat_of};
 
 /// A file opened on one connection.
 #[derive(Debug)]
@@ -26,13 +32,57 @@ struct OpenFile {
     handle: String,
 }
 
-/// Why a READ (or the closing fstat) failed in a way a new connection may cure.
+impl OpenFile {
+    /// Closes the handle (SFTP CLOSE), waiting at most `timeout` for the answer, then the
+    /// connection. Servers keep unclosed handles until the connection ends, and some log each
+    /// one (ProFTPD: "aborting 1 unclosed file handle").
+    async fn close(self, timeout: Duration) {
+        match tokio::time::timeout(timeout, self.conn.sftp.close(self.handle.as_str())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => debug!(error = %e, "sftp close of a read handle failed"),
+            Err(_) => debug!(?timeout, "sftp close of a read handle got no answer"),
+        }
+        self.conn.close().await;
+    }
+}
+
+/// Why a READ (or the closing check of the file) failed in a way a new connection may cure,
+/// unless the server does not implement the request ([`ReadFailure::is_unsupported`]).
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ReadFailure {
     #[error("sftp request")]
     Sftp(#[source] SftpError),
     #[error("no answer to an sftp request within {0:?}")]
     Timeout(Duration),
+}
+
+impl ReadFailure {
+    fn is_unsupported(&self) -> bool {
+        matches!(self, ReadFailure::Sftp(e) if is_unsupported(e))
+    }
+}
+
+/// Why the attributes of the open file could not be had.
+#[derive(Debug, thiserror::Error)]
+enum AttrsFailure {
+    #[error("fstat the opened file")]
+    Fstat(#[source] ReadFailure),
+    #[error("stat the file by its path (the server does not implement fstat)")]
+    Stat(#[source] ReadFailure),
+}
+
+impl AttrsFailure {
+    fn inner(&self) -> &ReadFailure {
+        match self {
+            AttrsFailure::Fstat(f) | AttrsFailure::Stat(f) => f,
+        }
+    }
+
+    fn into_inner(self) -> ReadFailure {
+        match self {
+            AttrsFailure::Fstat(f) | AttrsFailure::Stat(f) => f,
+        }
+    }
 }
 
 /// Reconnecting did not get the range read.
@@ -52,12 +102,10 @@ enum OpenFailure {
     Open(#[source] SftpError),
     #[error("open the file")]
     OpenTimeout(#[source] ReadFailure),
-    #[error("fstat the opened file")]
-    Fstat(#[source] SftpError),
-    #[error("fstat the opened file")]
-    FstatTimeout(#[source] ReadFailure),
-    #[error("the server's attributes lack the size or mtime")]
-    NoSizeOrMtime,
+    #[error("the server's attributes lack the size")]
+    NoSize,
+    #[error("the server does not implement READ")]
+    ReadUnsupported(#[source] SftpError),
     #[error("the server sent {got} bytes for a READ of {asked}")]
     TooMuch { got: usize, asked: u32 },
 }
@@ -144,8 +192,9 @@ impl RangeReader {
             }
             Err(e) => {
                 self.finished = true;
-                self.inflight = FuturesOrdered::new();
-                self.files.clear();
+                // The connections that failed were dropped already (see `reconnect`); these
+                // still answer, so their handles are closed.
+                self.close().await;
                 Some(Err(e))
             }
         }
@@ -198,6 +247,9 @@ impl RangeReader {
                 Err(ReadFailure::Sftp(e)) if is_eof(&e) => {
                     return Err(self.target.short(out.offset));
                 }
+                Err(ReadFailure::Sftp(e)) if is_unsupported(&e) => {
+                    return Err(self.target.read_error(OpenFailure::ReadUnsupported(e)));
+                }
                 Err(failure) => self.reconnect(failure).await?,
             }
         }
@@ -224,19 +276,21 @@ impl RangeReader {
         let Some(file) = self.files.first().cloned() else {
             return Ok(());
         };
-        let timeout = self.target.shared.config.tuning.request_timeout;
-        match tokio::time::timeout(timeout, file.conn.sftp.fstat(file.handle.as_str())).await {
-            Ok(Ok(attrs)) => self.target.check(&attrs.attrs),
+        match self.target.attrs(&file).await {
+            Ok(attrs) => self.target.check(&attrs),
+            Err(failure) if failure.inner().is_unsupported() => {
+                Err(self.target.read_error(failure))
+            }
             // Reconnecting opens and checks the file again, which is the same check.
-            Ok(Err(e)) => self.reconnect(ReadFailure::Sftp(e)).await,
-            Err(_) => self.reconnect(ReadFailure::Timeout(timeout)).await,
+            Err(failure) => self.reconnect(failure.into_inner()).await,
         }
     }
 
     async fn reconnect(&mut self, failure: ReadFailure) -> Result<()> {
         self.inflight = FuturesOrdered::new();
         for f in std::mem::take(&mut self.files) {
-            // Requests of a lost connection fail fast; close what may still be open.
+            // The connection is lost or hung: a CLOSE would fail or wait for nothing, and the
+            // server drops the handle with the connection.
             if let Some(f) = Arc::into_inner(f) {
                 f.conn.close().await;
             }
@@ -268,13 +322,16 @@ impl RangeReader {
         Ok(())
     }
 
+    /// Closes every handle and connection, together, each CLOSE bounded by the request
+    /// timeout.
     async fn close(&mut self) {
         self.inflight = FuturesOrdered::new();
-        for f in std::mem::take(&mut self.files) {
-            if let Some(f) = Arc::into_inner(f) {
-                f.conn.close().await;
-            }
-        }
+        let timeout = self.target.shared.config.tuning.request_timeout;
+        let closes = std::mem::take(&mut self.files)
+            .into_iter()
+            .filter_map(Arc::into_inner)
+            .map(|f| f.close(timeout));
+        futures::future::join_all(closes).await;
     }
 }
 
@@ -287,7 +344,19 @@ impl Target {
         let wanted = self.range.end() - delivered;
         let n = (wanted.div_ceil(per_conn.max(1)) as usize).clamp(1, t.connections);
         let opens = (0..n).map(|_| self.open_one());
-        let files = futures::future::try_join_all(opens).await?;
+        let mut files = Vec::with_capacity(n);
+        let mut failed = None;
+        for result in futures::future::join_all(opens).await {
+            match result {
+                Ok(file) => files.push(file),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            let timeout = t.request_timeout;
+            futures::future::join_all(files.into_iter().map(|f| f.close(timeout))).await;
+            return Err(e);
+        }
         debug!(
             addr = %self.shared.addr,
             path = %self.path,
@@ -335,21 +404,53 @@ impl Target {
                 );
             }
         };
-        let attrs = match tokio::time::timeout(timeout, conn.sftp.fstat(handle.as_str())).await {
-            Ok(Ok(a)) => a.attrs,
-            Ok(Err(e)) => return Err(self.read_error(OpenFailure::Fstat(e))),
-            Err(_) => {
-                return Err(
-                    self.read_error(OpenFailure::FstatTimeout(ReadFailure::Timeout(timeout)))
-                );
-            }
+        let file = OpenFile { conn, handle };
+        let checked = match self.attrs(&file).await {
+            Ok(attrs) => self.check(&attrs),
+            Err(failure) => Err(self.read_error(failure)),
         };
-        self.check(&attrs)?;
-        Ok(OpenFile { conn, handle })
+        match checked {
+            Ok(()) => Ok(file),
+            Err(e) => {
+                file.close(timeout).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The attributes of the open file: FSTAT on its handle, or STAT on its path once the
+    /// server answered FSTAT "operation unsupported". STAT names the path, not the open file: a
+    /// file renamed over the path in between would be checked instead of the one being read,
+    /// and would then have to match the planned size (and mtime) to go unnoticed.
+    async fn attrs(&self, file: &OpenFile) -> std::result::Result<FileAttributes, AttrsFailure> {
+        let timeout = self.shared.config.tuning.request_timeout;
+        let ask = |r: std::result::Result<std::result::Result<_, SftpError>, _>| match r {
+            Ok(Ok(attrs)) => Ok(attrs),
+            Ok(Err(e)) => Err(ReadFailure::Sftp(e)),
+            Err(_) => Err(ReadFailure::Timeout(timeout)),
+        };
+        if !self.shared.no_fstat.load(Ordering::Relaxed) {
+            let fstat = tokio::time::timeout(timeout, file.conn.sftp.fstat(file.handle.as_str()));
+            match ask(fstat.await) {
+                Ok(a) => return Ok(a.attrs),
+                Err(f) if f.is_unsupported() => {
+                    if !self.shared.no_fstat.swap(true, Ordering::Relaxed) {
+                        info!(
+                            addr = %self.shared.addr,
+                            "the server does not implement fstat: files are checked with stat \
+                             on their path"
+                        );
+                    }
+                }
+                Err(f) => return Err(AttrsFailure::Fstat(f)),
+            }
+        }
+        let stat = tokio::time::timeout(timeout, file.conn.sftp.stat(self.path.as_str()));
+        ask(stat.await).map(|a| a.attrs).map_err(AttrsFailure::Stat)
     }
 
     fn check(&self, attrs: &FileAttributes) -> Result<()> {
-        let now = stat_of(attrs).ok_or_else(|| self.read_error(OpenFailure::NoSizeOrMtime))?;
+        let now = stat_of(attrs).ok_or_else(|| self.read_error(OpenFailure::NoSize))?;
         check_against(&self.path, self.range, &self.expect, &now)
     }
 
@@ -390,17 +491,8 @@ pub(super) fn check_against(
             path: path.to_owned(),
         });
     }
-    if now.size != expect.size {
-        return changed(format!(
-            "its size is {} bytes, expected {}",
-            now.size, expect.size
-        ));
-    }
-    if now.mtime != expect.mtime {
-        return changed(format!(
-            "its mtime is {}, expected {}",
-            now.mtime, expect.mtime
-        ));
+    if let Some(detail) = expect.change_to(now) {
+        return changed(detail);
     }
     if range.end() > now.size {
         return changed(format!(
@@ -444,7 +536,7 @@ mod tests {
     fn stat(size: u64, mtime: u64) -> SourceStat {
         SourceStat {
             size,
-            mtime,
+            mtime: Some(mtime),
             is_file: true,
         }
     }
@@ -466,6 +558,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("fewer than the end"), "{e}");
+        // Without an mtime on either side, the size alone tells.
+        let no_mtime = SourceStat {
+            mtime: None,
+            ..stat(10, 5)
+        };
+        assert!(check_against("/f", r, &no_mtime, &stat(10, 6)).is_ok());
+        assert!(check_against("/f", r, &stat(10, 5), &no_mtime).is_ok());
+        let e = check_against("/f", r, &no_mtime, &stat(11, 5)).unwrap_err();
+        assert!(e.to_string().contains("11 bytes, expected 10"), "{e}");
         let dir = SourceStat {
             is_file: false,
             ..stat(10, 5)
