@@ -17,12 +17,14 @@ apt_install() {
 }
 
 # OpenSSH: sshd for crates/testkit/src/sshd.rs, ssh/ssh-keygen for keys and the benchmark;
-# pigz and gzip decode outputs in the end-to-end tests.
+# pigz, gzip and busybox (the gzip of Alpine-based containers) decode outputs in the
+# end-to-end tests.
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v pigz >/dev/null 2>&1 || missing+=(pigz)
 command -v gzip >/dev/null 2>&1 || missing+=(gzip)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
@@ -58,6 +60,13 @@ command -v cfn-lint >/dev/null 2>&1 || pip_install cfn-lint
 MINISTACK_VERSION=1.5.33
 if ! python3 -c "import sys, importlib.metadata as m; sys.exit(m.version('ministack') != '$MINISTACK_VERSION')" >/dev/null 2>&1; then
     pip_install "ministack==$MINISTACK_VERSION"
+fi
+
+# DuckDB reads a padded CSV object in tests/decoders.rs: its gzip reader has a fixed header
+# buffer (32 KiB), which large FEXTRA fields overflow.
+DUCKDB_VERSION=2.0.1
+if ! python3 -c "import sys, duckdb; sys.exit(duckdb.__version__ != '$DUCKDB_VERSION')" >/dev/null 2>&1; then
+    pip_install "duckdb==$DUCKDB_VERSION"
 fi
 
 # pip under pyenv puts console scripts behind shims; make sure the new ones resolve now.

@@ -102,3 +102,66 @@ fn empty_and_tiny_sources_decode() {
         assert_eq!(round_trip(&data, &Tuning::default()), 1);
     }
 }
+
+/// DuckDB's CSV reader over a padded object reads the same rows as over the plain file. Its
+/// gzip reader rejects headers over 32 KiB, which large FEXTRA padding used to overflow.
+#[test]
+fn duckdb_reads_a_padded_csv_object() {
+    gzship_testkit::decode::require("python3");
+    // 3 tasks of ~6 MiB: numbered rows, then one row repeated, then numbered rows again. Each
+    // task compresses far under 5 MiB, so the first two are padded.
+    let mut csv = b"id,host,status,bytes\n".to_vec();
+    let mut id = 0u64;
+    while csv.len() < 18 * MIB as usize {
+        if (6 * MIB as usize..12 * MIB as usize).contains(&csv.len()) {
+            csv.extend_from_slice(b"0,repeated.example.com,200,0\n");
+        } else {
+            id += 1;
+            let status = [200, 301, 404, 500][(id % 4) as usize];
+            let row = format!(
+                "{id},host{}.example.com,{status},{}\n",
+                id % 97,
+                id * 31 % 10_007
+            );
+            csv.extend_from_slice(row.as_bytes());
+        }
+    }
+    let plan = plan(csv.len() as u64, &tuning(3)).unwrap();
+    let parts = ship(&csv, &plan, Level::default());
+    let padded = parts[..parts.len() - 1]
+        .iter()
+        .filter(|p| p.len() as u64 == MIN_PART_SIZE)
+        .count();
+    assert_eq!(padded, 2, "the first two tasks are padded to exactly 5 MiB");
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("rows.csv");
+    let gz = dir.path().join("rows.csv.gz");
+    std::fs::write(&plain, &csv).unwrap();
+    std::fs::write(&gz, parts.concat()).unwrap();
+    assert_decodes(&gz, &sha256(&csv));
+    let script = "import duckdb, sys\n\
+        a, b = (f\"read_csv('{p}')\" for p in sys.argv[1:3])\n\
+        n = duckdb.sql(f'select count(*) from {a}').fetchall()[0][0]\n\
+        d = duckdb.sql(f'select count(*) from ((from {a} except all from {b}) \
+        union all (from {b} except all from {a}))').fetchall()[0][0]\n\
+        print(n, d)";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&gz)
+        .arg(&plain)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "DuckDB read_csv on the padded object failed (is duckdb installed? run \
+         scripts/install-test-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = csv.iter().filter(|&&b| b == b'\n').count() - 1;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{rows} 0"),
+        "DuckDB reads every row of the plain file from the object, and no other"
+    );
+}

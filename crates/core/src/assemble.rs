@@ -6,8 +6,9 @@
 //!   exactly `part_size` bytes leave. What stays behind is therefore never shorter than
 //!   [`MIN_PART_SIZE`], so the task's final part is legal too, and no part is longer than
 //!   `part_size + MIN_PART_SIZE - 1` (the planner keeps that under S3's 5 GiB).
-//! - A task whose whole stream is under [`MIN_PART_SIZE`] is padded with empty gzip members up
-//!   to it, unless it is the job's last task (S3 allows the upload's last part to be short).
+//! - A task whose whole stream is under [`MIN_PART_SIZE`] is padded up to it with a padding
+//!   member, which decodes to nothing ([`gzip::push_padding`]), unless it is the job's last
+//!   task (S3 allows the upload's last part to be short).
 //! - Part numbers are used in order from the start of the task's window; running past the
 //!   window is an error (the planner sizes windows for the worst case, so that is a bug).
 //!
@@ -44,12 +45,12 @@ pub struct Part {
     pub data: PartBody,
 }
 
-/// A task's last part, and how many padding members it carries.
+/// A task's last part, and how many padding members it carries (0 or 1).
 #[derive(Debug, Clone)]
 pub struct FinalPart {
     /// The part.
     pub part: Part,
-    /// Padding members appended to reach [`MIN_PART_SIZE`] (0 unless the task was tiny).
+    /// Padding members appended to reach [`MIN_PART_SIZE`] (1 when the task was tiny, else 0).
     pub padding_members: u64,
 }
 
@@ -192,7 +193,8 @@ impl<K: PartSink> PartAssembler<K> {
         let len = self.current_len + tail.len() as u64;
         let mut padding_members = 0;
         if self.emitted == 0 && len < MIN_PART_SIZE && !self.is_last_task {
-            padding_members = gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
+            gzip::push_padding(&mut tail, MIN_PART_SIZE - len);
+            padding_members = 1;
         }
         // The final part may exceed `part_size` (by under MIN_PART_SIZE).
         self.fill(&tail)?;

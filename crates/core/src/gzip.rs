@@ -25,15 +25,12 @@ pub const EMPTY_MEMBER: [u8; 20] = [
     0, 0, 0, 0, // ISIZE
 ];
 
-/// Size of a padding member without filler: header, XLEN, one subfield header, empty deflate
-/// block, trailer.
-pub const PADDING_MEMBER_MIN: u64 = 10 + 2 + 4 + 2 + 8;
-/// Largest filler in one padding member: XLEN is 16 bits and the subfield header takes 4 bytes.
-const PADDING_FILLER_MAX: u64 = 65_535 - 4;
-/// Size of the largest padding member.
-pub const PADDING_MEMBER_MAX: u64 = PADDING_MEMBER_MIN + PADDING_FILLER_MAX;
-/// Subfield id of padding ("PD"). RFC 1952 leaves ids with SI2 != 0 free for private use.
-const PADDING_SUBFIELD_ID: [u8; 2] = *b"PD";
+/// Size of the smallest padding member: an [`EMPTY_MEMBER`].
+pub const PADDING_MEMBER_MIN: u64 = EMPTY_MEMBER.len() as u64;
+/// An empty stored deflate block, not final: BFINAL 0, BTYPE 00, padded to a byte, LEN 0,
+/// NLEN 0xffff. zlib writes exactly these bytes on every sync flush, so every inflater knows
+/// them.
+const EMPTY_STORED_BLOCK: [u8; 5] = [0x00, 0x00, 0x00, 0xff, 0xff];
 
 /// Deflate's worst case is stored blocks; libdeflate starts a new block at most every 5000 input
 /// bytes (its `MIN_BLOCK_LENGTH`), 5 bytes of overhead each. We assume a block every 4096 bytes so
@@ -177,34 +174,40 @@ impl BlockCompressor {
     }
 }
 
-/// Appends padding members of `len` bytes in all (at least [`PADDING_MEMBER_MIN`]; a shorter
-/// request is rounded up to it) to `out`. Padding members carry empty content and an FEXTRA
-/// field of filler, so every gzip reader decodes them to zero bytes. Never put them first in an
-/// object: some tools read the first member's header for metadata. Returns the number of
-/// members written.
-pub fn push_padding(out: &mut Vec<u8>, len: u64) -> u64 {
+/// Appends one padding member of exactly `len` bytes (at least [`PADDING_MEMBER_MIN`]; a
+/// shorter request is rounded up to it) to `out`.
+///
+/// A padding member is a plain gzip member (the header of [`EMPTY_MEMBER`], no optional
+/// fields) whose deflate stream holds only empty blocks, so it decodes to zero bytes and its
+/// size is set by how many blocks it holds: empty stored blocks (5 bytes each), then 1 to 4
+/// empty fixed-Huffman blocks (10 bits each, the last one final) or one fixed and a final
+/// stored block, which together reach every byte count. Readers with fixed header buffers
+/// (DuckDB, busybox gunzip) reject large FEXTRA fields, and every member boundary is a chance
+/// for Java's `GZIPInputStream` to stop early (JDK-7036144), so there is one member and no
+/// FEXTRA. Never put padding first in an object: some tools read the first member's header
+/// for metadata.
+pub fn push_padding(out: &mut Vec<u8>, len: u64) {
     let len = len.max(PADDING_MEMBER_MIN);
-    let members = len.div_ceil(PADDING_MEMBER_MAX);
-    let mut left = len;
-    for i in 0..members {
-        // Spread evenly so no member falls under the minimum.
-        let size = left.div_ceil(members - i);
-        push_padding_member(out, size);
-        left -= size;
+    // The deflate stream lies between the 10-byte header and the 8-byte trailer.
+    let deflate = len - MEMBER_OVERHEAD;
+    let stored_blocks = (deflate - 2) / 5;
+    let tail: &[u8] = match (deflate - 2) % 5 {
+        // Fixed-Huffman empty blocks: BFINAL, BTYPE 01, end-of-block (7 zero bits).
+        0 => &[0x03, 0x00],                   // one, final: 10 bits
+        1 => &[0x02, 0x0c, 0x00],             // two, the last final: 20 bits
+        2 => &[0x02, 0x08, 0x30, 0x00],       // three: 30 bits
+        3 => &[0x02, 0x08, 0x20, 0xc0, 0x00], // four: 40 bits
+        // One fixed empty block (10 bits), then a final empty stored block: BFINAL 1, BTYPE
+        // 00 (3 bits, then to the byte boundary), LEN 0, NLEN 0xffff.
+        _ => &[0x02, 0x04, 0x00, 0x00, 0xff, 0xff],
+    };
+    out.reserve(len as usize);
+    out.extend_from_slice(&EMPTY_MEMBER[..10]);
+    for _ in 0..stored_blocks {
+        out.extend_from_slice(&EMPTY_STORED_BLOCK);
     }
-    members
-}
-
-fn push_padding_member(out: &mut Vec<u8>, size: u64) {
-    debug_assert!((PADDING_MEMBER_MIN..=PADDING_MEMBER_MAX).contains(&size));
-    let filler = (size - PADDING_MEMBER_MIN) as u16;
-    let xlen = filler + 4;
-    out.extend_from_slice(&[0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0x00, 0xff]);
-    out.extend_from_slice(&xlen.to_le_bytes());
-    out.extend_from_slice(&PADDING_SUBFIELD_ID);
-    out.extend_from_slice(&filler.to_le_bytes());
-    out.resize(out.len() + filler as usize, 0);
-    out.extend_from_slice(&[0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(tail);
+    out.extend_from_slice(&EMPTY_MEMBER[12..]);
 }
 
 /// CRC-32 of `a ++ b` from `crc(a)`, `crc(b)` and `len(b)`.
@@ -299,21 +302,22 @@ mod tests {
 
     #[test]
     fn padding_has_exact_size_and_decodes_to_nothing() {
-        for len in [
-            0,
-            1,
-            PADDING_MEMBER_MIN,
-            PADDING_MEMBER_MIN + 1,
-            PADDING_MEMBER_MAX,
-            PADDING_MEMBER_MAX + 1,
-            PADDING_MEMBER_MAX + PADDING_MEMBER_MIN - 1,
-            3 * PADDING_MEMBER_MAX,
-            5 << 20,
-        ] {
+        // Every residue of the block arithmetic, and the sizes tasks need.
+        let lens = (0..64).chain([5_000, 65_535, 65_536, (5 << 20) - 1, 5 << 20]);
+        for len in lens {
             let mut out = Vec::new();
             push_padding(&mut out, len);
             assert_eq!(out.len() as u64, len.max(PADDING_MEMBER_MIN), "len={len}");
+            assert_eq!(out[3], 0, "len={len}: no optional header fields");
             assert_eq!(decode_all(&out), b"", "len={len}");
+            let mut s = Vec::new();
+            assert_eq!(rfc1952_decode(&out, &mut s), 1, "len={len}: one member");
+            assert_eq!(s, b"", "len={len}");
+            let mut buf = [0u8; 1];
+            let n = libdeflater::Decompressor::new()
+                .gzip_decompress(&out, &mut buf)
+                .unwrap_or_else(|e| panic!("len={len}: libdeflate: {e}"));
+            assert_eq!(n, 0, "len={len}");
         }
     }
 
@@ -332,8 +336,11 @@ mod tests {
     /// A second, independent decoder: a minimal RFC 1952 walker over raw inflate,
     /// parsing FEXTRA itself, so the padding format is checked against the RFC and not only
     /// against a library's gzip wrapper.
-    fn rfc1952_decode(mut data: &[u8], out: &mut Vec<u8>) {
+    /// Returns the number of members.
+    fn rfc1952_decode(mut data: &[u8], out: &mut Vec<u8>) -> usize {
+        let mut members = 0;
         while !data.is_empty() {
+            members += 1;
             assert_eq!(&data[..3], &[0x1f, 0x8b, 0x08]);
             let flg = data[3];
             let mut pos = 10;
@@ -359,6 +366,7 @@ mod tests {
             assert_eq!(crc, crc32fast::hash(&buf));
             data = &data[pos + 8..];
         }
+        members
     }
 
     #[test]
