@@ -8,6 +8,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use gzship_core::gunzip::Gunzip;
 use gzship_core::source::{ByteStream, Source};
 use gzship_core::store::ObjectStore;
 use gzship_core::{ByteRange, ObjectUrl, SourceUrl};
@@ -143,13 +144,18 @@ pub async fn verify<S: Source, M: ObjectStore>(
 async fn decompress(mut stream: ByteStream, sha256: bool) -> anyhow::Result<(Digest32, u64)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
     let decoder = tokio::task::spawn_blocking(move || {
-        let mut d = flate2::write::MultiGzDecoder::new(Hasher::new(sha256));
-        let mut compressed = 0u64;
+        let mut d = Gunzip::new(Hasher::new(sha256));
         while let Some(chunk) = rx.blocking_recv() {
-            compressed += chunk.len() as u64;
-            d.write_all(&chunk).with_context(|| {
-                format!("gzip data is corrupt near compressed byte {compressed}")
+            d.write(&chunk).with_context(|| {
+                format!(
+                    "gzip data is corrupt near compressed byte {}",
+                    d.compressed()
+                )
             })?;
+        }
+        let compressed = d.compressed();
+        if compressed == 0 {
+            bail!("the object is empty, which is not a gzip file");
         }
         let h = d
             .finish()
@@ -163,8 +169,46 @@ async fn decompress(mut stream: ByteStream, sha256: bool) -> anyhow::Result<(Dig
     }
     drop(tx);
     let (digest, compressed) = decoder.await.context("decoder thread")??;
-    if compressed == 0 {
-        bail!("the object is empty, which is not a gzip file");
-    }
     Ok((digest, compressed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(chunks: &[&'static [u8]]) -> ByteStream {
+        let chunks: Vec<gzship_core::Result<bytes::Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(bytes::Bytes::from_static(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn an_empty_object_is_named_as_such() {
+        // The decoder refused it first, as "ends in the middle of a member".
+        let err = decompress(stream(&[]), false).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("the object is empty"),
+            "{err:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn members_decode_and_truncation_is_named() {
+        let (digest, size) = decompress(
+            stream(&[
+                &gzship_core::gzip::EMPTY_MEMBER[..7],
+                &gzship_core::gzip::EMPTY_MEMBER[7..],
+            ]),
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!((digest.bytes, size), (0, 20));
+        let err = decompress(stream(&[&gzship_core::gzip::EMPTY_MEMBER[..12]]), false)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("middle of a member"), "{err:#}");
+    }
 }

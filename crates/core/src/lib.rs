@@ -8,6 +8,7 @@
 //! - [`plan`]: the planner: file size and tuning in, tasks (ranges, part windows) and part size
 //!   out, holding S3's rules for any data.
 //! - [`gzip`]: framing: one block of input becomes one complete gzip member; padding members.
+//! - [`gunzip`]: decoding a multi-member object from a stream of chunks (`gzship verify`).
 //! - [`assemble`]: the part assembler: a task's ordered members in, legal parts out, their
 //!   bytes handed to a sink (memory, or the spool).
 //! - [`wire`]: the JSON messages: job request, task, task report, job report.
@@ -36,6 +37,7 @@ pub mod backoff;
 pub mod config;
 pub mod duration;
 pub mod error;
+pub mod gunzip;
 pub mod gzip;
 pub mod invoke;
 pub mod job;
