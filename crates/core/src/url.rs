@@ -222,10 +222,17 @@ fn split_host_port(hostport: &str) -> std::result::Result<(String, Option<u16>),
         };
         (host, port)
     } else {
-        match hostport.rsplit_once(':') {
+        let (host, port) = match hostport.rsplit_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (hostport, None),
+        };
+        // Printed, a host with a ':' is bracketed; unbracketed, it is ambiguous (`fe80::1`).
+        if host.contains(':') {
+            return Err(format!(
+                "the host {host:?} has a ':': write an IPv6 address in brackets ([::1]:22)"
+            ));
         }
+        (host, port)
     };
     if host.is_empty() {
         return Err("the host is empty".into());
@@ -316,6 +323,23 @@ mod tests {
         assert!(err("sftp://:22/x").contains("host is empty"));
         assert!(err("sftp://h/dir/").contains("directory"));
         assert!(err("sftp://h/%zz").contains("percent"));
+    }
+
+    #[test]
+    fn unbracketed_hosts_with_colons_are_refused() {
+        // Found by the `urls` fuzz target: this parsed as host "h:1" and printed as
+        // "sftp://[h:1]:22/x"; "sftp://fe80::1/x" parsed as host "fe80:" and port 1.
+        for url in [
+            "sftp://h:1:22/x",
+            "sftp://fe80::1/x",
+            "sftp://Yfe80::1%0eth0]:22/x",
+        ] {
+            let msg = url.parse::<SourceUrl>().unwrap_err().to_string();
+            assert!(msg.contains("brackets"), "{url}: {msg}");
+        }
+        let u: SourceUrl = "sftp://[fe80::1]:2222/x".parse().unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("fe80::1", 2222));
+        assert_eq!(u.to_string().parse::<SourceUrl>().unwrap(), u);
     }
 
     #[test]
