@@ -76,18 +76,26 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-            });
-            // A client that goes away mid-request is its own problem.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(serve_connection(stream, shared.clone(), false));
     }
+}
+
+/// Serves the requests of one HTTP/1.1 connection until the client closes it. With
+/// `half_close`, a client that shuts down its side still gets the replies to what it sent
+/// (hyper's default, off, drops them; the fuzz target's client sends everything, then closes).
+pub async fn serve_connection<IO>(io: IO, shared: Arc<Shared>, half_close: bool)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+    });
+    // A client that goes away mid-request is its own problem.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .half_close(half_close)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
 }
 
 /// An S3 error reply.

@@ -33,6 +33,9 @@
 
 pub mod config;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod root;
 mod sftp;
 mod ssh;

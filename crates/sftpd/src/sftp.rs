@@ -68,14 +68,7 @@ pub(crate) async fn serve(
     let (replies, queued) = mpsc::channel(reads + CONTROL_REPLIES_QUEUED);
     let writer = tokio::spawn(write_replies(write_half, queued, stop.clone()));
 
-    let mut session = Session {
-        root,
-        limits,
-        replies,
-        reads: Arc::new(Semaphore::new(reads)),
-        handles: HashMap::new(),
-        next_handle: 0,
-    };
+    let mut session = Session::new(root, limits, replies);
     let mut requests = read_half.make_reader();
     tokio::select! {
         ended = session.run(&mut requests) => match ended {
@@ -89,6 +82,26 @@ pub(crate) async fn serve(
     if let Err(e) = writer.await {
         warn!("sftp reply writer failed: {e}");
     }
+}
+
+/// Runs one session over `requests`, the bytes a client sent, and returns the replies in the
+/// order they were queued: the fuzz target of the packet handling (`crates/fuzz`).
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn replay(root: Arc<Root>, limits: Limits, mut requests: &[u8]) -> Vec<Bytes> {
+    let (replies, mut queued) =
+        mpsc::channel(limits.max_reads_in_flight.max(1) + CONTROL_REPLIES_QUEUED);
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(reply) = queued.recv().await {
+            out.push(reply);
+        }
+        out
+    });
+    let mut session = Session::new(root, limits, replies);
+    let _ = session.run(&mut requests).await;
+    // In-flight READs hold their own sender; the collector ends when the last one is sent.
+    drop(session);
+    collect.await.unwrap_or_default()
 }
 
 /// Sends queued replies in the order they became ready, then EOF and CLOSE on the channel.
@@ -218,6 +231,17 @@ impl Refusal {
 type Reply = Result<Packet, Refusal>;
 
 impl Session {
+    fn new(root: Arc<Root>, limits: Limits, replies: mpsc::Sender<Bytes>) -> Session {
+        Session {
+            root,
+            limits,
+            replies,
+            reads: Arc::new(Semaphore::new(limits.max_reads_in_flight.max(1))),
+            handles: HashMap::new(),
+            next_handle: 0,
+        }
+    }
+
     /// Refuses a new handle (`what` says for what) once `max_open_handles` are open.
     fn check_handle_room(&self, what: &str) -> Result<(), Refusal> {
         if self.handles.len() >= self.limits.max_open_handles {
