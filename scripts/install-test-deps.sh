@@ -25,6 +25,8 @@ command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || missi
 command -v pigz >/dev/null 2>&1 || missing+=(pigz)
 command -v gzip >/dev/null 2>&1 || missing+=(gzip)
 command -v busybox >/dev/null 2>&1 || missing+=(busybox)
+# ss shows the keepalive timer of the Lambda invoker's connections (crates/core invoke::keepalive).
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi

@@ -54,7 +54,9 @@ impl LambdaInvoker {
 
     /// A Lambda client configuration from the standard chain's `sdk` whose timeouts fit a
     /// worker that may run `worker_timeout`: each attempt may take that long plus a minute
-    /// (the SDK's defaults would cut a long invoke short), and connecting 10 s.
+    /// (the SDK's defaults would cut a long invoke short), and connecting 10 s. Connections
+    /// have TCP keepalive ([`keepalive`](super::keepalive)): a NAT gateway drops a flow idle
+    /// for 350 s, and an invoke sends nothing until its worker ends.
     ///
     /// The SDK does not retry: its standard policy (3 attempts, timeouts and I/O errors
     /// included) on top of the master's task attempts would run one range up to 9 times at
@@ -75,6 +77,7 @@ impl LambdaInvoker {
                     .build(),
             )
             .retry_config(RetryConfig::disabled())
+            .http_client(super::keepalive::http_client())
             .build()
     }
 

@@ -1,6 +1,7 @@
 //! How the master runs tasks: the [`Invoker`] trait, and where they run:
 //! - [`local`]: [`LocalInvoker`](local::LocalInvoker), tasks as in-process workers (the CLI).
-//! - `lambda` (feature `lambda`): `LambdaInvoker`, each task one invoke of the worker function.
+//! - `lambda` (feature `lambda`): `LambdaInvoker`, each task one invoke of the worker function,
+//!   over `keepalive`'s HTTP client (TCP keepalive, for invokes that idle for minutes).
 //! - [`wire_error`]: how a worker's error crosses the Lambda wire, both ways: the worker's
 //!   handler encodes it, the Lambda invoker decodes it.
 
@@ -10,6 +11,8 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::wire::{Task, TaskReport};
 
+#[cfg(feature = "lambda")]
+pub mod keepalive;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod local;
