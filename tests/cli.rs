@@ -16,6 +16,7 @@ use gzship_testkit::s3::{ACCESS_KEY_ID, REGION, S3Server, SECRET_ACCESS_KEY};
 use gzship_testkit::sshd::Sshd;
 
 mod resume;
+mod scan;
 
 const BUCKET: &str = "e2e";
 

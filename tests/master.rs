@@ -16,7 +16,7 @@ use gzship_core::invoke::Invoker;
 use gzship_core::invoke::local::LocalInvoker;
 use gzship_core::master::{self, MasterConfig};
 use gzship_core::plan::Tuning;
-use gzship_core::source::{ByteStream, Source, SourceStat};
+use gzship_core::source::{ByteStream, DirEntry, EntryKind, Source, SourceStat};
 use gzship_core::store::ObjectStore;
 use gzship_core::store::local::LocalStore;
 use gzship_core::types::{KIB, MIB};
@@ -59,6 +59,18 @@ impl Source for MemorySource {
             mtime: Some(self.mtime),
             is_file: true,
         })
+    }
+
+    /// Every directory holds one file, `data`: this source.
+    async fn list(&self, _dir: &str) -> Result<Vec<DirEntry>> {
+        Ok(vec![DirEntry {
+            name: "data".into(),
+            kind: EntryKind::File(self.stat("data").await?),
+        }])
+    }
+
+    async fn probe(&self, path: &str) -> Result<SourceStat> {
+        self.stat(path).await
     }
 
     async fn read_range(

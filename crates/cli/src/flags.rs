@@ -32,6 +32,7 @@ impl Groups for RunGroups {
         Group::Worker,
         Group::S3,
         Group::Records,
+        Group::Scan,
     ];
 }
 

@@ -3,13 +3,15 @@
 //!
 //! Modules: `ssh` (credentials and host-key flags -> SFTP source), `store` (S3 or local
 //! destination), `jobs` (unfinished jobs: list, locate, abort), `progress` (the terminal
-//! progress bar), `verify`, `demo`, `estimate` (plan, time and cost of a job on Lambda).
+//! progress bar), `scan` (every new file of a remote directory), `verify`, `demo`, `estimate`
+//! (plan, time and cost of a job on Lambda).
 
 mod demo;
 mod estimate;
 mod flags;
 mod jobs;
 mod progress;
+mod scan;
 mod ssh;
 mod store;
 mod verify;
@@ -50,17 +52,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Ship SOURCE (sftp://[user@]host[:port]/path) to DESTINATION (s3://bucket/key or a local
-    /// file path).
+    /// file path). With a glob in SOURCE's file name ('sftp://host/exports/*.csv') and
+    /// DESTINATION ending in '/' (s3://bucket/prefix/), ship every new, complete matching file
+    /// to prefix/<name>.gz, one job at a time.
     Run {
-        /// sftp://[user@]host[:port]/path
+        /// sftp://[user@]host[:port]/path, or /dir/GLOB to scan a directory
         source: SourceUrl,
-        /// s3://bucket/key, or a local file path
+        /// s3://bucket/key, or a local file path; for a scan, s3://bucket/prefix/
         destination: String,
         #[command(flatten)]
         flags: Flags<RunGroups>,
-        /// Print the job report as one JSON object on stdout.
+        /// Print the job report as one JSON object on stdout (a scan: one line per file, then
+        /// a summary line).
         #[arg(long)]
         json: bool,
+        /// Scan again every DURATION (e.g. 5m) until stopped with Ctrl-C, which ends between
+        /// two files or leaves the running job resumable. Only with a glob in SOURCE.
+        #[arg(long, value_parser = settings::parse_duration, value_name = "DURATION")]
+        watch: Option<Duration>,
     },
     /// List the unfinished jobs recorded beside the destinations in a bucket or directory:
     /// interrupted or failed runs that `gzship resume` can continue.
@@ -191,8 +200,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             destination,
             flags,
             json,
+            watch,
         } => {
             let settings = flags.parse()?;
+            if gzship_core::scan::is_glob(&source.path) {
+                return scan::run(&source, &destination, &settings, watch, json).await;
+            }
+            if watch.is_some() {
+                bail!("--watch scans a directory: give a glob in SOURCE's file name (/dir/*.csv)");
+            }
             let sftp = Arc::new(ssh::source(&settings, &source)?);
             let (store, dest) = store::open(&destination, &settings.s3).await?;
             let request = JobRequest {
@@ -376,12 +392,27 @@ async fn run_job<S: Source + 'static>(
     config: &MasterConfig,
     worker: &WorkerTuning,
 ) -> anyhow::Result<JobReport> {
+    let watcher = tokio::spawn(cancel_on_signal(config.cancel.clone(), config.resumable));
+    let result = run_job_unwatched(job, at, source, place, config, worker).await;
+    watcher.abort();
+    result
+}
+
+/// [`run_job`] without its Ctrl-C handler: for callers that watch for signals themselves (a
+/// scan, which runs many jobs).
+async fn run_job_unwatched<S: Source + 'static>(
+    job: Job<'_>,
+    at: &JobRef,
+    source: Arc<S>,
+    place: &jobs::Place,
+    config: &MasterConfig,
+    worker: &WorkerTuning,
+) -> anyhow::Result<JobReport> {
     let store = &place.store;
     let progress = Arc::new(Progress::default());
     let invoker = LocalInvoker::new(source.clone(), store.clone(), worker.clone())
         .with_progress(progress.clone());
     let bar = progress::Bar::start(progress.clone());
-    let watcher = tokio::spawn(cancel_on_signal(config.cancel.clone(), config.resumable));
     let result = match job {
         Job::New(request) => {
             master::run(
@@ -408,7 +439,6 @@ async fn run_job<S: Source + 'static>(
             .await
         }
     };
-    watcher.abort();
     bar.finish(result.is_ok());
     match result {
         Ok(report) => Ok(report),

@@ -102,6 +102,16 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// Listing a directory of the source server failed (missing, not a directory, no access).
+    #[error("list the directory {path}")]
+    SftpList {
+        /// Remote directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+
     /// Reading a range of the source failed.
     #[error("read {range} of {path}")]
     SftpRead {
@@ -263,6 +273,16 @@ pub enum Error {
         job: String,
     },
 
+    /// A scan's job found its destination already holding an object of this very source
+    /// (size and mtime recorded in its metadata): another scan shipped it first.
+    #[error("{destination} already holds this source ({source_url}): another run shipped it")]
+    AlreadyShipped {
+        /// The destination.
+        destination: String,
+        /// The source.
+        source_url: String,
+    },
+
     /// A task gzship spawned panicked: a bug, which another attempt would run into again.
     #[error("{what} panicked: {message}")]
     Panicked {
@@ -347,6 +367,7 @@ impl Error {
             Error::HostKey { .. } => "HostKeyRejected",
             Error::SshAuth { .. } => "SshAuth",
             Error::SftpStat { .. } => "SftpStat",
+            Error::SftpList { .. } => "SftpList",
             Error::SftpRead { .. } => "SftpRead",
             Error::NotAFile { .. } => "NotAFile",
             Error::SourceChanged { .. } => "SourceChanged",
@@ -361,6 +382,7 @@ impl Error {
             Error::SpoolSpace { .. } => "SpoolSpace",
             Error::Cancelled { .. } => "Cancelled",
             Error::JobExists { .. } => "JobExists",
+            Error::AlreadyShipped { .. } => "AlreadyShipped",
             Error::Panicked { .. } => "Panicked",
         }
     }

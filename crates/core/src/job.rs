@@ -145,14 +145,14 @@ impl JobRecord {
         Duration::from_secs(unix_now().saturating_sub(self.created))
     }
 
-    /// Source bytes of the tasks in `done`.
+    /// Source bytes of the tasks in `done`. Saturates: a record is read from the bucket, and
+    /// one whose ranges overlap must not panic `gzship jobs`.
     pub fn bytes_of(&self, done: &BTreeSet<u32>) -> u64 {
         self.plan
             .tasks
             .iter()
             .filter(|t| done.contains(&t.index))
-            .map(|t| t.range.len())
-            .sum()
+            .fold(0u64, |sum, t| sum.saturating_add(t.range.len()))
     }
 }
 
@@ -364,7 +364,9 @@ impl JobRef {
     /// Claims `dest` for this job with a conditional write, so that no two unfinished jobs
     /// write one destination (two runs of the same job, a duplicate delivery of a job event).
     /// A claim whose job has no record any more (it stopped between claiming and recording, or
-    /// its removal failed) is stale and taken over. Fails with [`Error::JobExists`] naming the
+    /// its removal failed) is stale and taken over, unless its job started less than
+    /// [`CLAIM_GRACE`] ago: that job is between its claim and its record's first write (two
+    /// scans that start together race so). Fails with [`Error::JobExists`] naming the
     /// other job.
     pub async fn claim<M: ObjectStore>(&self, store: &M, dest: &ObjectUrl) -> Result<()> {
         let url = self.claim_file(dest);
@@ -389,7 +391,7 @@ impl JobRef {
                 return Ok(());
             }
             let other = JobRef::new(&self.bucket, &self.prefix, &holder.job_id)?;
-            if other.read(store).await?.is_some() {
+            if other.read(store).await?.is_some() || started_recently(&holder.job_id) {
                 return Err(Error::JobExists {
                     destination: dest.to_string(),
                     job: other.to_string(),
@@ -412,6 +414,21 @@ impl JobRef {
             _ => Ok(()),
         }
     }
+}
+
+/// How long after its job started a claim without a record still counts as its job's.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(60);
+
+/// Whether the job `id` (as [`new_id`] makes them) started less than [`CLAIM_GRACE`] ago.
+fn started_recently(id: &str) -> bool {
+    let Some(millis) = id.rsplit('-').nth(1).and_then(|m| m.parse::<u128>().ok()) else {
+        return false;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis();
+    now.saturating_sub(millis) < CLAIM_GRACE.as_millis()
 }
 
 /// Who writes a destination: `<prefix>claims/<hash of the destination>.json`.
@@ -632,6 +649,18 @@ mod tests {
     }
 
     #[test]
+    fn bytes_of_a_hostile_record_saturates() {
+        // Two ranges near u64::MAX overflowed the sum (a panic in `gzship jobs` built with
+        // overflow checks). Corpus input of the wire_json fuzz target: job_record_huge_ranges.
+        let mut rec = record(3 * GIB, &Tuning::default());
+        for t in &mut rec.plan.tasks {
+            t.range = crate::types::ByteRange::new(1, u64::MAX).unwrap();
+        }
+        let all = rec.plan.tasks.iter().map(|t| t.index).collect();
+        assert_eq!(rec.bytes_of(&all), u64::MAX);
+    }
+
+    #[test]
     fn a_48_tib_job_of_10000_tasks_has_a_small_record() {
         // 48 TiB is near the most a plan holds (about 48.7 TiB).
         let tuning = Tuning {
@@ -730,6 +759,15 @@ mod tests {
 
         at.remove(&store).await?;
         assert_eq!(at.read(&store).await?, None);
+        other.claim(&store, &dest).await?;
+        // A claim without a record, of a job started just now: that job is about to record
+        // itself, so its claim holds.
+        let starting = JobRef::new(&dest.bucket, DEFAULT_JOBS_PREFIX, &new_id(&dest))?;
+        other.release(&store, &dest).await?;
+        starting.claim(&store, &dest).await?;
+        let err = other.claim(&store, &dest).await.unwrap_err();
+        assert!(matches!(err, Error::JobExists { .. }), "{err}");
+        starting.release(&store, &dest).await?;
         other.claim(&store, &dest).await?;
         let stale = JobRef::new(&dest.bucket, DEFAULT_JOBS_PREFIX, "third-1-f00d")?;
         stale.claim(&store, &dest).await?;

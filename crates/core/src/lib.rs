@@ -17,6 +17,8 @@
 //!   [`ObjectStore`](store::ObjectStore) reads around it, S3 and local adapters, and S3's
 //!   completion rules ([`store::rules`]).
 //! - [`master`]: a whole job: stat, plan, create, fan out, check, complete or abort.
+//! - [`scan`]: scans of a remote directory: the glob, the destinations, which files are new and
+//!   complete, the Lambda scan's claim on each file.
 //! - [`invoke`]: the [`Invoker`](invoke::Invoker) trait; the in-process invoker
 //!   ([`invoke::local`]); with the feature `lambda`, the AWS Lambda invoker (`invoke::lambda`);
 //!   and how a worker's error crosses the Lambda wire, both ways ([`invoke::wire_error`]).
@@ -43,6 +45,7 @@ pub mod invoke;
 pub mod job;
 pub mod master;
 pub mod plan;
+pub mod scan;
 pub mod settings;
 pub mod source;
 pub mod spool;

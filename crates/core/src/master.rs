@@ -65,6 +65,11 @@ pub struct MasterConfig {
     /// interruption) resumable: its upload and record stay for [`resume`]. Off (the default): it
     /// is aborted like a failed one; for callers no one resumes after (a Lambda master).
     pub resumable: bool,
+    /// A scan's job: when, once the job has claimed its destination, the destination already
+    /// holds an object of this very source (its size and mtime recorded), the job ends with
+    /// [`Error::AlreadyShipped`] instead of shipping it again. Another scan shipped it between
+    /// this scan's listing and the claim. Off by default: a plain job replaces the object.
+    pub skip_shipped: bool,
 }
 
 impl Default for MasterConfig {
@@ -84,6 +89,7 @@ impl Default for MasterConfig {
             cancel: CancellationToken::new(),
             jobs_prefix: job::DEFAULT_JOBS_PREFIX.to_owned(),
             resumable: false,
+            skip_shipped: false,
         }
     }
 }
@@ -110,6 +116,7 @@ pub const CONTENT_TYPE: &str = "application/gzip";
 /// returns `Ok`, and the job's record is removed. On `Err` the upload has been aborted and the
 /// record removed, unless the job was left resumable ([`MasterConfig::resumable`] and a
 /// failure that retrying can fix, see [`leaves_resumable`]): then both stay for [`resume`].
+#[tracing::instrument(name = "job", skip_all, fields(job = job_id))]
 pub async fn run<S, M, I>(
     request: &JobRequest,
     job_id: &str,
@@ -198,6 +205,26 @@ where
         }
         return Err(err);
     }
+    if config.skip_shipped {
+        let shipped = store
+            .head_object(&record.destination)
+            .await
+            .map(|found| found.is_some_and(|(_, meta)| crate::scan::holds_source(&meta, &stat)));
+        match shipped {
+            Ok(false) => {}
+            Ok(true) => {
+                remove_record(&at, store).await;
+                return Err(Error::AlreadyShipped {
+                    destination: record.destination.to_string(),
+                    source_url: record.source.to_string(),
+                });
+            }
+            Err(err) => {
+                remove_record(&at, store).await;
+                return Err(err);
+            }
+        }
+    }
 
     let meta = object_meta(&record.source, record.level, &stat);
     let upload_id = match store.create_upload(&request.destination, &meta).await {
@@ -223,6 +250,7 @@ where
 /// `ListParts` confirms (number, size, ETag and CRC32C of each part), runs the others and
 /// completes. The object is the one an uninterrupted run makes: the plan, level and block size
 /// come from the record. The report counts the skipped tasks in `resumed_tasks`.
+#[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 pub async fn resume<S, M, I>(
     at: &JobRef,
     record: JobRecord,
@@ -333,6 +361,7 @@ where
 
 /// Aborts the job recorded at `at`: aborts its upload (one already gone is fine) and removes
 /// the record. Returns the record, for the caller to say what was aborted.
+#[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 pub async fn abort_job<M>(at: &JobRef, store: &M) -> Result<JobRecord>
 where
     M: MultipartStore + ObjectStore,
@@ -355,6 +384,7 @@ where
 /// checks that they cover the source once, with legal parts, completes the upload, tags the
 /// object with the source's CRC-32 and removes the record. A failure aborts (or, when
 /// resumable, keeps) the job as [`run`] does.
+#[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 pub async fn finish<M>(
     at: &JobRef,
     record: &JobRecord,

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::gzip::Level;
 use crate::master::MasterConfig;
 use crate::plan::Tuning;
+use crate::scan::ScanRules;
 use crate::source::sftp::{SftpTuning, SshCipher};
 use crate::store::s3::S3Config;
 use crate::types::{GIB, KIB, MIB, TIB};
@@ -94,6 +95,8 @@ pub enum Group {
     S3,
     /// Where jobs are recorded, for resume.
     Records,
+    /// Which files a scan of a remote directory picks.
+    Scan,
     /// The model of a job's duration.
     Model,
     /// The Lambda functions' own wiring.
@@ -577,6 +580,37 @@ pub static SETTINGS: &[Setting] = &[
         "where job records live in the destination's bucket (or directory)",
         "Each job records its plan and finished tasks there until it completes or is aborted; `gzship jobs` lists them and `gzship resume` continues one. Give a prefix the bucket's readers ignore; ending in '/'."
     ),
+    // --- scan
+    setting!(
+        "stable-for",
+        "GZSHIP_STABLE_FOR",
+        Duration,
+        Scan,
+        Only::Both,
+        Value("60s"),
+        "a scanned file modified less than this long ago may still be written: it waits for a later scan",
+        "A file is also passed over when its size or mtime changes between two stats. Too short: a file written in bursts can be shipped before its last burst (the object is complete for what was there; the next scan ships it again once its mtime changed); too long: files ship later. The Lambda scan event's stable_for_secs overrides it."
+    ),
+    setting!(
+        "scan-files",
+        "GZSHIP_SCAN_FILES",
+        Count,
+        Scan,
+        Only::Both,
+        Value("100"),
+        "the most files one scan ships (CLI) or enqueues (Lambda); the others wait for the next scan",
+        "Bounds a scan's time and its burst on the arrival queue. Too low: a backlog takes many scans to clear."
+    ),
+    setting!(
+        "scan-claim-expiry",
+        "GZSHIP_SCAN_CLAIM_EXPIRY",
+        Duration,
+        Scan,
+        Only::Lambda("the CLI's scan runs each job itself, which claims its destination"),
+        Value("6h"),
+        "how long (default 6h) a Lambda scan's claim on a file it enqueued keeps other scans from enqueueing it (master)",
+        "The file's job removes the claim when it ends. Too short: a file whose message waits longer in the queue is enqueued again (its second job finds it shipped or claimed); too long: a file whose message was lost (in the dead-letter queue) waits that long for a scan to enqueue it again."
+    ),
     // --- worker
     setting!(
         "compress-parallelism",
@@ -698,6 +732,16 @@ pub static SETTINGS: &[Setting] = &[
         Value("900s"),
         "time for a whole S3 request, all attempts included",
         "Bounds how long any store call can take."
+    ),
+    setting!(
+        "sse-kms-key",
+        "GZSHIP_SSE_KMS_KEY",
+        Text,
+        S3,
+        Only::Both,
+        Unset("the bucket's default encryption"),
+        "KMS key (id or ARN) to encrypt objects and job records with, SSE-KMS",
+        "Set it where a bucket policy demands SSE-KMS with a given key; the credentials need kms:GenerateDataKey and kms:Decrypt on it. Wrong: AccessDenied or KMS.NotFoundException at the job's first write."
     ),
     // --- model
     setting!(
@@ -842,6 +886,10 @@ pub struct Settings {
     pub s3: S3Config,
     /// Worker and source throughput and the functions' timeouts.
     pub model: ModelSettings,
+    /// How a scan picks files.
+    pub scan: ScanRules,
+    /// `GZSHIP_SCAN_CLAIM_EXPIRY`: how long a Lambda scan's claim on a file holds.
+    pub scan_claim_expiry: Duration,
     /// The Lambda functions' wiring.
     pub lambda: LambdaSettings,
     /// The log filter.
@@ -1043,6 +1091,7 @@ impl Settings {
             connect_timeout: r.duration("GZSHIP_S3_CONNECT_TIMEOUT")?,
             attempt_timeout: r.duration("GZSHIP_S3_ATTEMPT_TIMEOUT")?,
             operation_timeout: r.duration("GZSHIP_S3_OPERATION_TIMEOUT")?,
+            sse_kms_key: r.text("GZSHIP_SSE_KMS_KEY")?,
         };
 
         let model = ModelSettings {
@@ -1074,6 +1123,11 @@ impl Settings {
             worker,
             s3,
             model,
+            scan: ScanRules {
+                stable_for: r.duration("GZSHIP_STABLE_FOR")?,
+                max_files: r.at_least_one("GZSHIP_SCAN_FILES")?,
+            },
+            scan_claim_expiry: r.duration("GZSHIP_SCAN_CLAIM_EXPIRY")?,
             lambda,
             log: r.text("GZSHIP_LOG")?.unwrap_or_default(),
         })

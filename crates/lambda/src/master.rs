@@ -23,7 +23,7 @@ use gzship_core::invoke::Invoker;
 use gzship_core::job::JobRef;
 use gzship_core::master::{self, CancellationToken, MasterConfig, RunStats};
 use gzship_core::plan::{self, Plan, Tuning};
-use gzship_core::source::{ByteStream, Source, SourceStat};
+use gzship_core::source::{ByteStream, DirEntry, Source, SourceStat};
 use gzship_core::store::{MultipartStore, ObjectStore};
 use gzship_core::wire::{JobReport, JobRequest};
 use gzship_core::{ByteRange, Error, ObjectUrl, Result};
@@ -514,6 +514,14 @@ impl<S: Source> Source for StatOnce<'_, S> {
         } else {
             self.inner.stat(path).await
         }
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<DirEntry>> {
+        self.inner.list(dir).await
+    }
+
+    async fn probe(&self, path: &str) -> Result<SourceStat> {
+        self.inner.probe(path).await
     }
 
     async fn read_range(

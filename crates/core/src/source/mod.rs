@@ -57,6 +57,27 @@ impl SourceStat {
     }
 }
 
+/// One entry of a listed directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// The entry's name in its directory (no `/`).
+    pub name: String,
+    /// What it is, symlinks followed.
+    pub kind: EntryKind,
+}
+
+/// What a directory entry is, symlinks followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file, or a symlink to one, and its stat.
+    File(SourceStat),
+    /// A directory, or a symlink to one.
+    Dir,
+    /// Anything else (a device, a socket, a symlink that cannot be followed): why it is not a
+    /// file.
+    Other(String),
+}
+
 /// A stream of byte chunks, in order.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 
@@ -75,6 +96,14 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 pub trait Source: Send + Sync {
     /// Stats `path`.
     fn stat(&self, path: &str) -> impl Future<Output = Result<SourceStat>> + Send;
+
+    /// Lists the directory `dir`: every entry but `.` and `..`, in the server's order, each
+    /// symlink followed. Fails if `dir` is missing or not a directory.
+    fn list(&self, dir: &str) -> impl Future<Output = Result<Vec<DirEntry>>> + Send;
+
+    /// Opens `path` for reading and stats it: a second stat that also tells whether the file
+    /// can be read (a scan checks each file so before shipping it).
+    fn probe(&self, path: &str) -> impl Future<Output = Result<SourceStat>> + Send;
 
     /// Streams the bytes of `range` of `path`, which must still match `expect`.
     fn read_range(

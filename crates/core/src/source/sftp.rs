@@ -8,7 +8,8 @@
 //!   fails with [`Error::SourceChanged`] rather than yield bytes of a changed file.
 //!
 //! Module map: `config` (the types above), `known_hosts` (OpenSSH known_hosts matching),
-//! `connect` (handshake, host key, login, retries), `read` (the pipelined range reader).
+//! `connect` (handshake, host key, login, retries), `read` (the pipelined range reader), `list`
+//! (directory listings and probes, for scans).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,20 +17,21 @@ use std::sync::Arc;
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
-use crate::source::{ByteStream, Source, SourceStat};
+use crate::source::{ByteStream, DirEntry, Source, SourceStat};
 use crate::types::ByteRange;
 
 mod config;
 mod connect;
 mod known_hosts;
+mod list;
 mod read;
 
 pub use config::{HostKeyPolicy, OPENSSH_MAX_READ, SftpConfig, SftpTuning, SshAuth, SshCipher};
 pub use known_hosts::{KnownHosts, Verdict};
 
+pub(crate) use connect::caused_by_unsupported;
 use connect::{Shared, connect, stat_of};
 use read::RangeReader;
-pub(crate) use connect::caused_by_unsupported;
 
 /// Reads files of one SFTP server. Cheap to share: clone it or put it behind a reference.
 #[derive(Clone)]
@@ -86,8 +88,6 @@ impl Source for SftpSource {
             .map_err(|e| fail(StatFailure::Sftp(e)))?;
         let stat = stat_of(&attrs.attrs).ok_or_else(|| fail(StatFailure::NoSize))?;
         debug!(addr = %self.shared.addr, path, ?stat, "stat");
-        Ok(stat)
-    }
         if stat.mtime.is_none() && stat.is_file {
             warn!(
                 addr = %self.shared.addr,
@@ -96,6 +96,16 @@ impl Source for SftpSource {
                  is detected by its size alone (an in-place rewrite of the same size is not)"
             );
         }
+        Ok(stat)
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<DirEntry>> {
+        list::list(&self.shared, dir).await
+    }
+
+    async fn probe(&self, path: &str) -> Result<SourceStat> {
+        list::probe(&self.shared, path).await
+    }
 
     async fn read_range(
         &self,

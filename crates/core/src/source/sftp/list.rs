@@ -1,0 +1,140 @@
+//! Directory listing (OPENDIR, READDIR until EOF, STAT of each symlink) and the probe of one
+//! file (OPEN for reading, FSTAT), for scans of a remote directory.
+
+use std::future::Future;
+use std::time::Duration;
+
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::source::{DirEntry, EntryKind, SourceStat};
+
+use super::connect::{Connection, Shared, connect, is_eof, stat_of};
+
+/// Why a listing or a probe failed (the cause of [`Error::SftpList`] or [`Error::SftpStat`]).
+#[derive(Debug, thiserror::Error)]
+enum ListFailure {
+    #[error("{0}")]
+    Sftp(&'static str, #[source] SftpError),
+    #[error("{0}: no answer within {1:?}")]
+    Timeout(&'static str, Duration),
+    #[error("the server's attributes lack the size or mtime")]
+    Incomplete,
+}
+
+/// Runs one SFTP request with the request timeout; `what` names it in the error.
+async fn request<T>(
+    timeout: Duration,
+    what: &'static str,
+    call: impl Future<Output = std::result::Result<T, SftpError>>,
+) -> std::result::Result<T, ListFailure> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| ListFailure::Timeout(what, timeout))?
+        .map_err(|e| ListFailure::Sftp(what, e))
+}
+
+/// Lists `dir` on one connection of its own.
+pub(super) async fn list(shared: &Shared, dir: &str) -> Result<Vec<DirEntry>> {
+    let conn = connect(shared).await?;
+    let result = list_on(&conn, shared.config.tuning.request_timeout, dir).await;
+    conn.close().await;
+    let entries = result.map_err(|e| Error::SftpList {
+        path: dir.to_owned(),
+        source: Box::new(e),
+    })?;
+    debug!(addr = %shared.addr, dir, entries = entries.len(), "listed");
+    Ok(entries)
+}
+
+async fn list_on(
+    conn: &Connection,
+    timeout: Duration,
+    dir: &str,
+) -> std::result::Result<Vec<DirEntry>, ListFailure> {
+    let handle = request(timeout, "open the directory", conn.sftp.opendir(dir))
+        .await?
+        .handle;
+    let mut raw = Vec::new();
+    let read = loop {
+        match request(
+            timeout,
+            "read the directory",
+            conn.sftp.readdir(handle.as_str()),
+        )
+        .await
+        {
+            Ok(name) => raw.extend(name.files),
+            Err(ListFailure::Sftp(_, e)) if is_eof(&e) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    // The handle is closed either way; a failed close loses nothing.
+    let _ = request(timeout, "close the directory", conn.sftp.close(handle)).await;
+    read?;
+    let mut entries = Vec::with_capacity(raw.len());
+    for file in raw {
+        if file.filename == "." || file.filename == ".." {
+            continue;
+        }
+        let kind = if file.attrs.is_symlink() {
+            let target = format!("{}/{}", dir.trim_end_matches('/'), file.filename);
+            match request(timeout, "stat the symlink's target", conn.sftp.stat(target)).await {
+                Ok(attrs) => kind_of(&attrs.attrs),
+                Err(e) => EntryKind::Other(format!("a symlink that cannot be followed: {e}")),
+            }
+        } else {
+            kind_of(&file.attrs)
+        };
+        entries.push(DirEntry {
+            name: file.filename,
+            kind,
+        });
+    }
+    Ok(entries)
+}
+
+fn kind_of(attrs: &FileAttributes) -> EntryKind {
+    if attrs.is_dir() {
+        return EntryKind::Dir;
+    }
+    match stat_of(attrs) {
+        Some(stat) if stat.is_file => EntryKind::File(stat),
+        Some(_) => EntryKind::Other("not a regular file".into()),
+        None => EntryKind::Other("the server's attributes lack the size or mtime".into()),
+    }
+}
+
+/// Opens `path` for reading and stats the open file, on one connection of its own.
+pub(super) async fn probe(shared: &Shared, path: &str) -> Result<SourceStat> {
+    let conn = connect(shared).await?;
+    let result = probe_on(&conn, shared.config.tuning.request_timeout, path).await;
+    conn.close().await;
+    result.map_err(|e| Error::SftpStat {
+        path: path.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+async fn probe_on(
+    conn: &Connection,
+    timeout: Duration,
+    path: &str,
+) -> std::result::Result<SourceStat, ListFailure> {
+    let open = conn
+        .sftp
+        .open(path, OpenFlags::READ, FileAttributes::empty());
+    let handle = request(timeout, "open the file for reading", open)
+        .await?
+        .handle;
+    let attrs = request(
+        timeout,
+        "fstat the opened file",
+        conn.sftp.fstat(handle.as_str()),
+    )
+    .await;
+    let _ = request(timeout, "close the file", conn.sftp.close(handle)).await;
+    stat_of(&attrs?.attrs).ok_or(ListFailure::Incomplete)
+}
