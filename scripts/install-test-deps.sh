@@ -71,5 +71,33 @@ if ! python3 -c "import sys, duckdb; sys.exit(duckdb.__version__ != '$DUCKDB_VER
     pip_install "duckdb==$DUCKDB_VERSION"
 fi
 
+# ProFTPD's mod_sftp, a second real SFTP server in the SFTP source suite
+# (crates/testkit/src/proftpd.rs). Debian starts proftpd as a service on install: a temporary
+# policy-rc.d forbids that (exit 101), and is removed afterwards.
+if [ ! -x /usr/sbin/proftpd ] || [ ! -e /usr/lib/proftpd/mod_sftp.so ]; then
+    policy=/usr/sbin/policy-rc.d
+    had_policy=0
+    [ -e "$policy" ] && had_policy=1
+    if [ "$had_policy" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+    fi
+    apt_install proftpd-core proftpd-mod-crypto
+    if [ "$had_policy" -eq 0 ]; then $SUDO rm -f "$policy"; fi
+fi
+
+# paramiko, for the SFTP server without FSTAT (and, on demand, without mtimes) that
+# crates/testkit/src/pysftpd.rs starts. Pinned: the suite relies on its SFTPHandle.stat
+# answering OP_UNSUPPORTED by default. asyncssh, pinned, for `bench/sftp_read.sh --server
+# asyncssh` (its limits@openssh.com advertises 4 MiB READs).
+PARAMIKO_VERSION=5.1.0
+ASYNCSSH_VERSION=2.24.1
+if ! python3 -c "import sys, paramiko; sys.exit(paramiko.__version__ != '$PARAMIKO_VERSION')" >/dev/null 2>&1; then
+    pip_install "paramiko==$PARAMIKO_VERSION"
+fi
+if ! python3 -c "import sys, asyncssh; sys.exit(asyncssh.__version__ != '$ASYNCSSH_VERSION')" >/dev/null 2>&1; then
+    pip_install "asyncssh==$ASYNCSSH_VERSION"
+fi
+
 # pip under pyenv puts console scripts behind shims; make sure the new ones resolve now.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -8,6 +8,8 @@
 //! - `bins`: the workspace's binaries (`gzship`), built when missing or stale.
 //! - `net`: free ports on 127.0.0.1 for servers that run in their own process.
 //! - `sftpd`: gzship-sftpd set up like `sshd`, in this process.
+//! - `proftpd`: ProFTPD's mod_sftp set up like `sshd`, a second real SFTP server.
+//! - `pysftpd`: a paramiko SFTP server without FSTAT (and, on demand, without mtimes).
 //! - `watch`: the Lambda functions under the runtime emulator, `cargo lambda watch`.
 //! - `stepfunctions`: a real Step Functions engine (ministack) whose Lambda tasks run the
 //!   functions under `watch`.
@@ -20,6 +22,8 @@ pub mod decode;
 pub use gzship_sample as data;
 pub mod net;
 mod process;
+pub mod proftpd;
+pub mod pysftpd;
 pub mod s3;
 pub mod sftpd;
 pub mod sshd;

@@ -366,7 +366,7 @@ pub fn hash_known_hosts_line(line: &str) -> String {
     read(&path).trim().to_owned()
 }
 
-fn keygen(path: &Path, kind: KeyKind, passphrase: Option<&str>) {
+pub(crate) fn keygen(path: &Path, kind: KeyKind, passphrase: Option<&str>) {
     run(Command::new("ssh-keygen")
         .arg("-q")
         .args(kind.keygen_args())
@@ -380,7 +380,7 @@ fn keygen(path: &Path, kind: KeyKind, passphrase: Option<&str>) {
     debug_assert!(path.with_extension("pub").exists());
 }
 
-fn fingerprint(public_key: &Path) -> String {
+pub(crate) fn fingerprint(public_key: &Path) -> String {
     // "256 SHA256:abc... comment (ED25519)"
     let out = run(Command::new("ssh-keygen")
         .arg("-l")
@@ -395,7 +395,7 @@ fn fingerprint(public_key: &Path) -> String {
         .to_owned()
 }
 
-fn run(cmd: &mut Command) -> String {
+pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -409,23 +409,24 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
-fn set_mode(path: &Path, mode: u32) {
+pub(crate) fn set_mode(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .unwrap_or_else(|e| panic!("chmod {} {mode:o}: {e}", path.display()));
 }
 
-/// Polls the port until sshd sends its banner: bounded, with short timeouts, no fixed sleep.
-fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
+/// Polls the port until the SSH server `child` sends its banner: bounded, with short timeouts,
+/// no fixed sleep.
+pub(crate) fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut attempt = 0;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("sshd exited with {status}"));
+            return Err(format!("the server exited with {status}"));
         }
         if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -435,7 +436,7 @@ fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
             }
         }
         if Instant::now() > deadline {
-            return Err("sshd did not answer within 20 s".into());
+            return Err("the server sent no SSH banner within 20 s".into());
         }
         attempt += 1;
         std::thread::sleep(POLL.delay(attempt));
@@ -509,7 +510,7 @@ fn proc_stat_ppid(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn children_of(parent: u32) -> Vec<u32> {
+pub(crate) fn children_of(parent: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -526,7 +527,7 @@ fn descendants(pid: u32, out: &mut Vec<u32>) {
     }
 }
 
-fn is_alive(pid: u32) -> bool {
+pub(crate) fn is_alive(pid: u32) -> bool {
     // A killed child of sshd stays a zombie until sshd reaps it; zombies count as gone.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat

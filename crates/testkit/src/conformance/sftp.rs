@@ -1,14 +1,19 @@
 //! The conformance suite of the SFTP source ([`SftpSource`]), run against every SFTP server
 //! gzship is tested with: OpenSSH's sshd ([`Backend::OpenSsh`], Debian's `sftp-server`, as on a
-//! stock server) and gzship-sftpd ([`Backend::GzshipSftpd`], the server of `gzship demo`).
-//! Byte-identical ranges over one and several connections, every credential kind, every kind
-//! of refusal with its own error, retried handshakes, and files that change around a read.
+//! stock server), ProFTPD's mod_sftp ([`Backend::Proftpd`]), gzship-sftpd
+//! ([`Backend::GzshipSftpd`], the server of `gzship demo`) and a paramiko server without FSTAT
+//! ([`Backend::NoFstat`]). Byte-identical ranges over one and several connections, every
+//! credential kind, every kind of refusal with its own error, retried handshakes, and files
+//! that change around a read.
 //!
 //! Each check is a public async fn that takes the backend and starts its own server (a check
-//! may need extra authorized keys, which gzship-sftpd takes only at start).
+//! may need extra authorized keys, which gzship-sftpd and paramiko take only at start).
 //! [`for_each_sftp_check!`] names the checks every backend runs;
 //! [`killed_sessions_are_resumed_without_gaps_or_duplicates`] needs OpenSSH, whose sessions
-//! are processes the test can kill.
+//! are processes the test can kill; [`handles_are_closed_after_reads_and_failures`] needs
+//! ProFTPD, which logs the handles a client left open; the paramiko server's variants check a
+//! server without mtimes ([`a_server_without_mtimes_is_read_with_size_checks_alone`]) and one
+//! without STAT ([`an_unsupported_operation_is_not_retried`]).
 //!
 //! [`for_each_sftp_check!`]: crate::for_each_sftp_check
 
@@ -23,6 +28,8 @@ use gzship_core::source::{ByteStream, Source, SourceStat};
 use gzship_core::types::ByteRange;
 
 use crate::data::{self, DataKind};
+use crate::proftpd::{self, Proftpd};
+use crate::pysftpd::{self, PySftpd};
 use crate::sftpd::{self, Sftpd};
 use crate::sshd::{self, ClientKey, KeyKind, Sshd, hash_known_hosts_line};
 
@@ -33,6 +40,10 @@ pub enum Backend {
     OpenSsh,
     /// gzship-sftpd, in this process ([`Sftpd`]).
     GzshipSftpd,
+    /// ProFTPD's mod_sftp ([`Proftpd`]).
+    Proftpd,
+    /// A paramiko server whose handles do not implement FSTAT ([`PySftpd`]).
+    NoFstat,
 }
 
 impl Backend {
@@ -52,6 +63,18 @@ impl Backend {
                 let (sftpd, keys) = Sftpd::start_with_keys(keys).await;
                 (Server::GzshipSftpd(sftpd), keys)
             }
+            Backend::Proftpd => {
+                let proftpd = Proftpd::start();
+                let keys = keys
+                    .iter()
+                    .map(|(kind, passphrase)| proftpd.new_client_key(*kind, *passphrase, true))
+                    .collect();
+                (Server::Proftpd(proftpd), keys)
+            }
+            Backend::NoFstat => {
+                let (server, keys) = PySftpd::start_with_keys(keys, pysftpd::Stat::Full);
+                (Server::PySftpd(server), keys)
+            }
         }
     }
 }
@@ -63,6 +86,10 @@ pub enum Server {
     OpenSsh(Sshd),
     /// gzship-sftpd.
     GzshipSftpd(Sftpd),
+    /// ProFTPD's mod_sftp.
+    Proftpd(Proftpd),
+    /// The paramiko server, in any of its [`pysftpd::Stat`] variants.
+    PySftpd(PySftpd),
 }
 
 impl Server {
@@ -71,6 +98,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.port(),
             Server::GzshipSftpd(s) => s.port(),
+            Server::Proftpd(s) => s.port(),
+            Server::PySftpd(s) => s.port(),
         }
     }
 
@@ -79,6 +108,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.user(),
             Server::GzshipSftpd(_) => sftpd::USER,
+            Server::Proftpd(_) => proftpd::USER,
+            Server::PySftpd(_) => pysftpd::USER,
         }
     }
 
@@ -87,6 +118,8 @@ impl Server {
         match self {
             Server::OpenSsh(_) => (sshd::PASSWORD_USER, sshd::PASSWORD),
             Server::GzshipSftpd(_) => (sftpd::USER, sftpd::PASSWORD),
+            Server::Proftpd(_) => (proftpd::USER, proftpd::PASSWORD),
+            Server::PySftpd(_) => (pysftpd::USER, pysftpd::PASSWORD),
         }
     }
 
@@ -95,6 +128,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.host_key_fingerprint(),
             Server::GzshipSftpd(s) => s.host_key_fingerprint(),
+            Server::Proftpd(s) => s.host_key_fingerprint(),
+            Server::PySftpd(s) => s.host_key_fingerprint(),
         }
     }
 
@@ -103,6 +138,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.host_public_key().to_owned(),
             Server::GzshipSftpd(s) => s.host_public_key(),
+            Server::Proftpd(s) => s.host_public_key().to_owned(),
+            Server::PySftpd(s) => s.host_public_key().to_owned(),
         }
     }
 
@@ -111,6 +148,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.known_hosts_line(),
             Server::GzshipSftpd(s) => s.known_hosts_line(),
+            Server::Proftpd(s) => s.known_hosts_line(),
+            Server::PySftpd(s) => s.known_hosts_line(),
         }
     }
 
@@ -119,6 +158,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.client_key(),
             Server::GzshipSftpd(s) => s.client_key(),
+            Server::Proftpd(s) => s.client_key(),
+            Server::PySftpd(s) => s.client_key(),
         }
     }
 
@@ -127,6 +168,8 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.new_client_key(kind, passphrase, false),
             Server::GzshipSftpd(s) => s.new_unauthorized_key(kind, passphrase),
+            Server::Proftpd(s) => s.new_client_key(kind, passphrase, false),
+            Server::PySftpd(s) => s.new_unauthorized_key(kind, passphrase),
         }
     }
 
@@ -135,30 +178,32 @@ impl Server {
         match self {
             Server::OpenSsh(s) => s.data_dir(),
             Server::GzshipSftpd(s) => s.data_dir(),
+            Server::Proftpd(s) => s.data_dir(),
+            Server::PySftpd(s) => s.data_dir(),
         }
     }
 
     /// The path a client asks for to read `name` of [`Server::data_dir`].
     pub fn remote_path(&self, name: &str) -> String {
         match self {
-            Server::OpenSsh(s) => s.data_dir().join(name).display().to_string(),
             Server::GzshipSftpd(s) => s.remote_path(name),
+            _ => self.data_dir().join(name).display().to_string(),
         }
     }
 
     /// The path a client asks for to name [`Server::data_dir`] itself.
     pub fn remote_dir(&self) -> String {
         match self {
-            Server::OpenSsh(s) => s.data_dir().display().to_string(),
             Server::GzshipSftpd(_) => "/".to_owned(),
+            _ => self.data_dir().display().to_string(),
         }
     }
 
-    /// The server's log of logins, where it keeps one (OpenSSH's; gzship-sftpd keeps none).
+    /// The server's log of logins, where it keeps one in words the checks know (OpenSSH's).
     pub fn login_log(&self) -> Option<String> {
         match self {
             Server::OpenSsh(s) => Some(s.log()),
-            Server::GzshipSftpd(_) => None,
+            _ => None,
         }
     }
 }
@@ -718,15 +763,19 @@ pub async fn a_file_that_changed_before_the_read_fails_before_any_byte(backend: 
     assert_names(&err, &["no longer exists"]);
 }
 
-/// Reads the first chunk, runs `change` on the local file, then reads on: the stream must end
-/// with SourceChanged, and whatever it delivered must be a prefix of the original bytes.
-async fn change_during_read(backend: Backend, name: &str, change: impl FnOnce(&Path)) -> Error {
-    let (server, _) = backend.start(&[]).await;
+/// Writes a 2 MiB file `name`, reads its first chunk, runs `change` on the local file, then
+/// reads on. Returns the original bytes, the bytes delivered and the error the stream ended
+/// with, if any.
+async fn read_around_a_change(
+    server: &Server,
+    name: &str,
+    change: impl FnOnce(&Path),
+) -> (Vec<u8>, Vec<u8>, Option<Error>) {
     let len = 2 * 1024 * 1024;
-    let (local, remote) = put(&server, name, DataKind::Logs, len, 6);
+    let (local, remote) = put(server, name, DataKind::Logs, len, 6);
     let want = std::fs::read(&local).unwrap();
     let src = source(
-        &server,
+        server,
         SftpTuning {
             request_size: 16 * 1024,
             requests_in_flight: 1,
@@ -742,10 +791,15 @@ async fn change_during_read(backend: Backend, name: &str, change: impl FnOnce(&P
     change(&local);
     let (rest, err) = collect(stream).await;
     got.extend_from_slice(&rest);
-    assert!(
-        got.len() < len as usize,
-        "a changed file was delivered whole"
-    );
+    (want, got, err)
+}
+
+/// Reads the first chunk, runs `change` on the local file, then reads on: the stream must end
+/// with SourceChanged, and whatever it delivered must be a prefix of the original bytes.
+async fn change_during_read(backend: Backend, name: &str, change: impl FnOnce(&Path)) -> Error {
+    let (server, _) = backend.start(&[]).await;
+    let (want, got, err) = read_around_a_change(&server, name, change).await;
+    assert!(got.len() < want.len(), "a changed file was delivered whole");
     assert!(
         got == want[..got.len()],
         "delivered bytes are not the original ones"
@@ -775,33 +829,201 @@ pub async fn a_file_truncated_during_the_read_fails(backend: Backend) {
 
 /// A file appended to during the read fails with its new size.
 pub async fn a_file_appended_to_during_the_read_fails(backend: Backend) {
-    let err = change_during_read(backend, "a.log", |p| {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
-        f.write_all(b"one more line\n").unwrap();
-    })
-    .await;
+    let err = change_during_read(backend, "a.log", append_a_line).await;
     assert_names(&err, &["size is 2097166 bytes, expected 2097152"]);
+}
+
+fn touch(path: &Path) {
+    let status = std::process::Command::new("touch")
+        .arg("-d")
+        .arg("@1000000000")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn append_a_line(path: &Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(b"one more line\n").unwrap();
 }
 
 /// A file whose mtime changes during the read fails with its new mtime.
 pub async fn a_file_touched_during_the_read_fails(backend: Backend) {
-    let err = change_during_read(backend, "m.log", |p| {
-        let status = std::process::Command::new("touch")
-            .arg("-d")
-            .arg("@1000000000")
-            .arg(p)
-            .status()
+    let err = change_during_read(backend, "m.log", touch).await;
+    assert_names(&err, &["mtime is 1000000000"]);
+}
+
+/// ProFTPD only, whose log names the handles a session left open ("aborting 1 unclosed file
+/// handle"): whole ranges over one and two connections, a file that changed before the read
+/// (its check fails after OPEN) and one truncated during the read all leave no handle open.
+pub async fn handles_are_closed_after_reads_and_failures() {
+    let (server, _) = Backend::Proftpd.start(&[]).await;
+    let Server::Proftpd(proftpd) = &server else {
+        unreachable!("Backend::Proftpd starts ProFTPD")
+    };
+    let len = 1024 * 1024 + 5;
+    let (local, remote) = put(&server, "f.log", DataKind::Logs, len, 7);
+    let want = std::fs::read(&local).unwrap();
+    for connections in [1, 2] {
+        let src = source(
+            &server,
+            SftpTuning {
+                request_size: 64 * 1024,
+                connections,
+                ..fast_tuning()
+            },
+        );
+        let expect = src.stat(&remote).await.unwrap();
+        assert!(read(&src, &remote, range(0, len), expect).await == want);
+        assert!(read(&src, &remote, range(10, 20), expect).await == want[10..20]);
+    }
+    let src = source(&server, fast_tuning());
+    let expect = src.stat(&remote).await.unwrap();
+    let planned = SourceStat {
+        size: len + 1,
+        ..expect
+    };
+    let err = src
+        .read_range(&remote, range(0, 10), planned)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::SourceChanged { .. }),
+        "{}",
+        chain(&err)
+    );
+    let (_, _, err) = read_around_a_change(&server, "t.log", |p| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(1024 * 1024)
             .unwrap();
-        assert!(status.success());
     })
     .await;
-    assert_names(&err, &["mtime is 1000000000"]);
+    let err = err.expect("a read of a truncated file must fail");
+    assert_names(&err, &["ends at byte 1048576"]);
+
+    // Each session writes its last lines when it ends.
+    proftpd.wait_until_sessions_end().await;
+    let log = proftpd.sftp_log();
+    // Stats: 2 + 1 + 1 (in read_around_a_change). Reads: 1 + 1 on one connection, 2 + 1 on
+    // two (a 10-byte range needs one), 1 that failed its check, 1 truncated.
+    let logins = log.matches("authenticated via 'publickey'").count();
+    assert_eq!(logins, 11, "logins in the log:\n{log}");
+    assert!(
+        !log.contains("unclosed"),
+        "gzship left file handles open:\n{log}"
+    );
+}
+
+/// A server whose attributes carry no mtime (the paramiko server with [`pysftpd::Stat::NoMtime`]):
+/// `stat` says so, ranges read whole, and a change of size is caught; a change of mtime alone
+/// cannot be, and is not made up into a failure. `stat` warns that only the size is checked.
+pub async fn a_server_without_mtimes_is_read_with_size_checks_alone() {
+    let (server, _) = PySftpd::start_with_keys(&[], pysftpd::Stat::NoMtime);
+    let server = Server::PySftpd(server);
+    let len = 1024 * 1024 + 3;
+    let (local, remote) = put(&server, "f.log", DataKind::Logs, len, 8);
+    let want = std::fs::read(&local).unwrap();
+    let src = source(&server, fast_tuning());
+    let expect = src.stat(&remote).await.unwrap();
+    assert_eq!(
+        expect,
+        SourceStat {
+            size: len,
+            mtime: None,
+            is_file: true
+        }
+    );
+    for r in [range(0, len), range(1, 2), range(4096, len - 1)] {
+        let got = read(&src, &remote, r, expect).await;
+        assert!(
+            got == want[r.start() as usize..r.end() as usize],
+            "range {r} differs"
+        );
+    }
+    // A job planned on a stat with an mtime still reads: the size is what can be compared.
+    let planned = SourceStat {
+        mtime: Some(1_700_000_000),
+        ..expect
+    };
+    assert!(read(&src, &remote, range(0, 10), planned).await == want[..10]);
+    let err = src
+        .read_range(
+            &remote,
+            range(0, 10),
+            SourceStat {
+                size: len - 1,
+                ..expect
+            },
+        )
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, Error::SourceChanged { .. }),
+        "{}",
+        chain(&err)
+    );
+
+    let (_, got, err) = read_around_a_change(&server, "a.log", append_a_line).await;
+    let err = err.expect("a file appended to during the read must fail");
+    assert!(
+        matches!(&err, Error::SourceChanged { .. }),
+        "{}",
+        chain(&err)
+    );
+    assert_names(&err, &["size is 2097166 bytes, expected 2097152"]);
+    assert!(got.len() < 2 * 1024 * 1024);
+
+    let (want, got, err) = read_around_a_change(&server, "m.log", touch).await;
+    assert!(err.is_none(), "{}", chain(&err.unwrap()));
+    assert!(got == want, "the touched file's bytes differ");
+}
+
+/// A server that does not implement STAT (nor FSTAT) answers "operation unsupported": `stat`
+/// and `read_range` fail at once with errors that say so, and are not retryable.
+pub async fn an_unsupported_operation_is_not_retried() {
+    let (server, _) = PySftpd::start_with_keys(&[], pysftpd::Stat::Unsupported);
+    let server = Server::PySftpd(server);
+    let (_, remote) = put(&server, "f.log", DataKind::Logs, 1000, 9);
+    let src = source(&server, fast_tuning());
+    let err = src.stat(&remote).await.unwrap_err();
+    assert!(matches!(&err, Error::SftpStat { .. }), "{}", chain(&err));
+    assert_names(&err, &[&format!("stat {remote}"), "operation unsupported"]);
+    assert!(!err.is_retryable(), "{}", chain(&err));
+
+    let planned = SourceStat {
+        size: 1000,
+        mtime: None,
+        is_file: true,
+    };
+    let err = src
+        .read_range(&remote, range(0, 10), planned)
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(&err, Error::SftpRead { .. }), "{}", chain(&err));
+    assert_names(
+        &err,
+        &[
+            &format!("read [0, 10) of {remote}"),
+            "does not implement fstat",
+            "operation unsupported",
+        ],
+    );
+    assert!(!err.is_retryable(), "{}", chain(&err));
 }
 
 /// Calls the macro `$runner` with the name of every check of the SFTP suite that runs against
 /// every [`Backend`] (all but [`killed_sessions_are_resumed_without_gaps_or_duplicates`], which
-/// needs OpenSSH, and [`connection_refused_is_retried_then_reported`], which needs no server),
+/// needs OpenSSH, [`handles_are_closed_after_reads_and_failures`], which needs ProFTPD, the
+/// paramiko server's variants, and [`connection_refused_is_retried_then_reported`], which needs
+/// no server),
 /// so that a runner makes one test per check and backend without a list of its own. See
 /// [`for_each_store_check!`](crate::for_each_store_check) for an example.
 #[macro_export]
