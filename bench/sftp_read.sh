@@ -5,6 +5,8 @@
 #   --size-mib 1024 --dir /dev/shm --in-flight 8,16,32,64 --request-kib 64,128,255
 #   --connections 1,2 --ciphers default,aes128-gcm,chacha20 --repeat 2
 #   --pin 1:0   (taskset: client on CPU 1, sshd and its children on CPU 0, as on two machines)
+#   --server asyncssh   (read_range alone against bench/asyncssh_sftpd.py, whose
+#                        limits@openssh.com allows 4 MiB READs: --request-kib 255,1024,4096)
 # ssh cat and read_range runs alternate; medians are printed at the end.
 # Example: bash bench/sftp_read.sh --in-flight 16,32,64 --connections 1,2
 set -euo pipefail

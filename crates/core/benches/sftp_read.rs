@@ -1,6 +1,8 @@
 //! Throughput of `SftpSource::read_range` against `ssh HOST cat FILE`, over loopback to a real
-//! OpenSSH sshd, in one run. Not a test: it measures and prints. Run it with
-//! `bench/sftp_read.sh` (which see for the options).
+//! OpenSSH sshd, in one run; or of `read_range` alone against asyncssh's SFTP server
+//! (`--server asyncssh`, `bench/asyncssh_sftpd.py`), whose `limits@openssh.com` allows 4 MiB
+//! READs. Not a test: it measures and prints. Run it with `bench/sftp_read.sh` (which see for
+//! the options).
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -29,6 +31,8 @@ struct Args {
     /// `CLIENT:SERVER` CPU lists for taskset: the client (ssh, or this process) and sshd with
     /// everything it forks, kept apart as on two machines.
     pin: Option<(String, String)>,
+    /// `openssh` (the default) or `asyncssh`.
+    server: String,
 }
 
 fn list<T: std::str::FromStr>(s: &str) -> Vec<T>
@@ -50,6 +54,7 @@ fn parse_args() -> Args {
         window_mib: vec![16],
         max_packet: vec![65_535],
         pin: None,
+        server: "openssh".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -66,6 +71,7 @@ fn parse_args() -> Args {
             "--connections" => a.connections = list(&value),
             "--ciphers" => a.ciphers = list(&value),
             "--repeat" => a.repeat = value.parse().unwrap(),
+            "--server" => a.server = value,
             "--window-mib" => a.window_mib = list(&value),
             "--max-packet" => a.max_packet = list(&value),
             "--pin" => {
@@ -139,13 +145,96 @@ fn ssh_cat(sshd: &Sshd, file: &Path, openssh_cipher: Option<&str>, dir: &Path) -
     start.elapsed()
 }
 
-async fn sftp_read(sshd: &Sshd, file: &Path, tuning: SftpTuning) -> (u64, Duration) {
+/// Where `read_range` reads from: a port, a user and its key, the host key's fingerprint.
+struct Target {
+    port: u16,
+    user: String,
+    key_pem: String,
+    fingerprint: String,
+}
+
+impl Target {
+    fn sshd(sshd: &Sshd) -> Target {
+        Target {
+            port: sshd.port(),
+            user: sshd.user().into(),
+            key_pem: sshd.client_key().private_key_pem.clone(),
+            fingerprint: sshd.host_key_fingerprint().into(),
+        }
+    }
+}
+
+/// asyncssh's SFTP server (`bench/asyncssh_sftpd.py`) with the host and client keys of `sshd`,
+/// on a free port; killed on drop.
+struct Asyncssh(std::process::Child);
+
+impl Drop for Asyncssh {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_asyncssh(sshd: &Sshd, dir: &Path) -> (Asyncssh, Target) {
+    let keys = dir.join("asyncssh_authorized_keys");
+    std::fs::write(&keys, format!("{}\n", sshd.client_key().public_key)).unwrap();
+    let host_key = dir.join("asyncssh_host_key");
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(host_key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8(out.stdout).unwrap();
+    let fingerprint = fingerprint.split_whitespace().nth(1).unwrap().to_owned();
+    let port = gzship_testkit::net::free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../bench/asyncssh_sftpd.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--host-key")
+        .arg(&host_key)
+        .arg("--authorized-keys")
+        .arg(&keys)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Asyncssh(child);
+    // Ready when it sends its banner; bounded.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for attempt in 0.. {
+        assert!(attempt < 200, "asyncssh did not start on {addr}");
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let mut banner = [0u8; 8];
+            use std::io::Read as _;
+            if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0-" {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let target = Target {
+        port,
+        user: sshd.user().into(),
+        key_pem: sshd.client_key().private_key_pem.clone(),
+        fingerprint,
+    };
+    (server, target)
+}
+
+async fn sftp_read(target: &Target, file: &Path, tuning: SftpTuning) -> (u64, Duration) {
     let config = SftpConfig {
         host: "127.0.0.1".into(),
-        port: sshd.port(),
-        user: sshd.user().into(),
-        auth: SshAuth::private_key(sshd.client_key().private_key_pem.clone(), None),
-        host_key: HostKeyPolicy::fingerprint(sshd.host_key_fingerprint()).unwrap(),
+        port: target.port,
+        user: target.user.clone(),
+        auth: SshAuth::private_key(target.key_pem.clone(), None),
+        host_key: HostKeyPolicy::fingerprint(&target.fingerprint).unwrap(),
         tuning,
     };
     let src = SftpSource::new(config).unwrap();
@@ -194,6 +283,14 @@ fn main() {
             None => String::new(),
         }
     );
+    let asyncssh = args.server == "asyncssh";
+    let (_asyncssh, target) = if asyncssh {
+        let (server, target) = start_asyncssh(&sshd, dir.path());
+        println!("server: asyncssh on 127.0.0.1:{} (no ssh cat)", target.port);
+        (Some(server), target)
+    } else {
+        (None, Target::sshd(&sshd))
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -213,7 +310,12 @@ fn main() {
                     let tuning = SftpTuning {
                         window_size: window_mib * 1024 * 1024,
                         max_packet_size: max_packet,
-                        request_size: (kib * 1024).min(261_120),
+                        // OpenSSH answers at most 261,120 bytes; asyncssh up to 4 MiB.
+                        request_size: if asyncssh {
+                            kib * 1024
+                        } else {
+                            (kib * 1024).min(261_120)
+                        },
                         requests_in_flight: in_flight,
                         connections,
                         ciphers: ours.clone(),
@@ -226,10 +328,12 @@ fn main() {
                     let mut ours_runs = Vec::new();
                     // Interleaved, so that drifting load hits both alike.
                     for _ in 0..args.repeat {
-                        let d = ssh_cat(&sshd, &file, openssh, dir.path());
-                        cat.push(mbps(size, d));
-                        println!("{:>8.0} MB/s  ssh cat cipher={c}", mbps(size, d));
-                        let (n, d) = rt.block_on(sftp_read(&sshd, &file, tuning.clone()));
+                        if !asyncssh {
+                            let d = ssh_cat(&sshd, &file, openssh, dir.path());
+                            cat.push(mbps(size, d));
+                            println!("{:>8.0} MB/s  ssh cat cipher={c}", mbps(size, d));
+                        }
+                        let (n, d) = rt.block_on(sftp_read(&target, &file, tuning.clone()));
                         ours_runs.push(mbps(n, d));
                         println!("{:>8.0} MB/s  {label}", mbps(n, d));
                     }
@@ -237,7 +341,9 @@ fn main() {
                 }
             }
         }
-        summary.push((format!("ssh cat cipher={c}"), median(cat)));
+        if !cat.is_empty() {
+            summary.push((format!("ssh cat cipher={c}"), median(cat)));
+        }
     }
     println!("\nmedians of {} runs:", args.repeat);
     for (label, mb) in summary {
