@@ -753,7 +753,8 @@ fn list_parts(shared: &Shared, req: &Req) -> Reply {
         .clamp(1, 1000);
     let mut state = shared.state();
     let upload = upload_of(&mut state, req, &id)?;
-    let parts: Vec<(&u32, &PartInfo)> = upload.parts.range(marker + 1..).collect();
+    // Saturating: a marker of u32::MAX (no part has that number) lists nothing.
+    let parts: Vec<(&u32, &PartInfo)> = upload.parts.range(marker.saturating_add(1)..).collect();
     let truncated = parts.len() > max;
     let parts = &parts[..parts.len().min(max)];
     let with_crc = upload.checksum_algorithm.as_deref() == Some("CRC32C");
