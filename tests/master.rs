@@ -223,6 +223,60 @@ async fn multi_task_job_completes_and_decodes() {
     no_open_uploads(&f).await;
 }
 
+/// Lambda's log format: every line a job logs, the master's and its workers', retries
+/// included, is one JSON object whose spans name the job, so CloudWatch Logs Insights can
+/// follow one job through the master's and the workers' log streams.
+#[tokio::test]
+async fn every_log_line_of_a_job_names_it() {
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = gzship_lambda::runtime::json_logs(move || writer.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    // A current-thread runtime: the job's tasks run on this thread, under this subscriber.
+    let guard = tracing::subscriber::set_default(subscriber);
+    let f = fixture();
+    let source = MemorySource::new(generate(DataKind::Logs, 3 * MIB as usize, 7));
+    source.fail_reads.store(1, Ordering::SeqCst);
+    ship(&f, &Arc::new(source), 3, &fast_config())
+        .await
+        .unwrap();
+    drop(guard);
+
+    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"),
+        "the retried read is logged: {text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|s| s["name"] == "task"))),
+        "workers log in their task span: {text}"
+    );
+    for line in &lines {
+        assert_eq!(
+            line["spans"][0]["job"], "job",
+            "a line without its job: {line}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn empty_source_gives_a_valid_empty_gzip() {
     let f = fixture();

@@ -121,6 +121,7 @@ pub struct Progress {
 /// Parts too big for `tuning.part_memory` are spooled within `spool`, the budget shared by the
 /// tasks of whoever runs them ([`WorkerTuning::spool_budget`]); its directory and limit are
 /// the ones used.
+#[tracing::instrument(name = "task", skip_all, fields(job = %task.job_id, task = task.index))]
 pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     task: &Task,
     source: &S,
