@@ -261,6 +261,7 @@ async fn sqs_messages_that_fail_are_reported_as_batch_item_failures() {
         invoker: &NoInvoker,
         cancel: Default::default(),
         state_machine: None,
+        arrival_queue: None,
     };
     let response = handle_event(event, "req", UNIX_EPOCH, &env, &deps)
         .await
@@ -298,6 +299,7 @@ async fn master_error(event: Value, template: Option<&str>) -> HandlerError {
         invoker: &NoInvoker,
         cancel: Default::default(),
         state_machine: None,
+        arrival_queue: None,
     };
     match handle_event(event, "req", UNIX_EPOCH, &env, &deps).await {
         Ok(r) => panic!("expected an error, got {r:?}"),

@@ -4,6 +4,7 @@
 
 mod handlers;
 mod invoke;
+mod scan;
 mod stepfunctions;
 mod template;
 mod watch;

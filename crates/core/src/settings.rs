@@ -815,6 +815,16 @@ pub static SETTINGS: &[Setting] = &[
         "job template (JSON) for schedules without a job and file-arrival notices (master)",
         "{\"source\": \"sftp://u@h{path}\", \"destination\": \"s3://b/{name}.gz\"}: see the master's events."
     ),
+    setting!(
+        "arrival-queue",
+        "GZSHIP_ARRIVAL_QUEUE",
+        Text,
+        Lambda,
+        Only::Lambda("the CLI's scan ships each file itself"),
+        Unset("none"),
+        "URL of the SQS queue a scan event sends each new file's job to (master)",
+        "Unset: scan events are refused. The template passes its arrival queue, whose messages run the master."
+    ),
     // --- log
     setting!("log", "GZSHIP_LOG", Text, Log, Only::Both,
         Value("warn"),
@@ -861,6 +871,8 @@ pub struct LambdaSettings {
     pub job_template: Option<String>,
     /// `GZSHIP_STATE_MACHINE`: the state machine for jobs longer than the master's timeout.
     pub state_machine: Option<String>,
+    /// `GZSHIP_ARRIVAL_QUEUE`: the queue a scan sends each new file's job to.
+    pub arrival_queue: Option<String>,
 }
 
 /// Every setting, parsed and validated.
@@ -1106,6 +1118,7 @@ impl Settings {
             worker_function: r.text("GZSHIP_WORKER_FUNCTION")?,
             job_template: r.text("GZSHIP_JOB_TEMPLATE")?,
             state_machine: r.text("GZSHIP_STATE_MACHINE")?,
+            arrival_queue: r.text("GZSHIP_ARRIVAL_QUEUE")?,
         };
         let master = MasterConfig {
             worker_mb_per_s: model.worker_mb_per_s,

@@ -80,6 +80,13 @@ pub struct MasterEnv {
     /// The state machine that runs jobs longer than the master's timeout; `None`: they are
     /// refused.
     pub state_machine: Option<String>,
+    /// How a scan picks files (`GZSHIP_STABLE_FOR`, `GZSHIP_SCAN_FILES`).
+    pub scan: gzship_core::scan::ScanRules,
+    /// How long a scan's claim on a file it enqueued holds (`GZSHIP_SCAN_CLAIM_EXPIRY`).
+    pub scan_claim_expiry: Duration,
+    /// The queue a scan sends each new file's job to (`GZSHIP_ARRIVAL_QUEUE`); `None`: scan
+    /// events are refused.
+    pub arrival_queue: Option<String>,
 }
 
 /// Reads every setting of the functions, naming the variable on any error.
@@ -204,6 +211,9 @@ impl MasterEnv {
             master_timeout: settings.model.master_timeout,
             template,
             state_machine: settings.lambda.state_machine.clone(),
+            scan: settings.scan,
+            scan_claim_expiry: settings.scan_claim_expiry,
+            arrival_queue: settings.lambda.arrival_queue.clone(),
         })
     }
 }

@@ -48,6 +48,20 @@ pub enum HandlerError {
         source: BoxError,
     },
 
+    /// Sending a scanned file's job to the arrival queue (SendMessage) failed.
+    #[error("send the job of {destination} to the arrival queue {queue}")]
+    Enqueue {
+        /// The queue's URL.
+        queue: String,
+        /// The job's destination.
+        destination: String,
+        /// Whether another attempt can help (throttling, network).
+        retryable: bool,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The secret does not hold a credential in a known form. Never carries the secret's text.
     #[error("secret {secret_id} does not hold an ssh credential: {reason}")]
     SecretFormat {
@@ -64,7 +78,8 @@ impl HandlerError {
         match self {
             HandlerError::Core(e) => e.is_retryable(),
             HandlerError::SecretFetch { retryable, .. }
-            | HandlerError::StartExecution { retryable, .. } => *retryable,
+            | HandlerError::StartExecution { retryable, .. }
+            | HandlerError::Enqueue { retryable, .. } => *retryable,
             HandlerError::Config { .. } | HandlerError::SecretFormat { .. } => false,
         }
     }
@@ -77,6 +92,7 @@ impl HandlerError {
             HandlerError::SecretFetch { .. } => "SecretFetch",
             HandlerError::SecretFormat { .. } => "SecretFormat",
             HandlerError::StartExecution { .. } => "StartExecution",
+            HandlerError::Enqueue { .. } => "Enqueue",
         }
     }
 

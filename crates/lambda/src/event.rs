@@ -10,6 +10,7 @@
 //! | EventBridge custom event | any other `detail-type` | its `detail`: a job, template event or notice |
 //! | SNS notification | `Records[].EventSource: "aws:sns"` | its `Message`, parsed as above |
 //! | SQS batch | `Records[].eventSource: "aws:sqs"` | one job per record from its `body` (which may also be an SNS envelope or an EventBridge event) |
+//! | scan | `{"scan": {"source": "sftp://u@h/dir/*.csv", "destination": "s3://b/p/{name}.gz", "stable_for_secs": 120}}` (a schedule's input) | each new, complete file's job, sent to the arrival queue |
 //! | resume | `{"resume": "s3://bucket/.gzship/jobs/ID"}` | the recorded job's remaining tasks, on the state machine |
 //! | completion step | `{"complete": {"record": URL}}` (the state machine's) | complete the job from its record |
 //! | failure step | `{"failed": {"record": URL, "error": {"Error", "Cause"}}}` (the state machine's) | abort the job, or keep it for a resume |
@@ -24,8 +25,9 @@
 use std::time::SystemTime;
 
 use gzship_core::config::AccessPolicy;
+use gzship_core::scan::{Destinations, Glob};
 use gzship_core::wire::{JobRequest, Task};
-use gzship_core::{Error, ObjectUrl, Result};
+use gzship_core::{Error, ObjectUrl, Result, SourceUrl};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -51,6 +53,43 @@ pub enum Trigger {
     Complete(ObjectUrl),
     /// The state machine's failure step.
     Failed(FailedStep),
+    /// Scan a remote directory and send each new, complete file's job to the arrival queue.
+    Scan(ScanRequest),
+}
+
+/// A scan of a remote directory: `{"scan": {...}}`, e.g. a schedule's constant input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    /// `sftp://[user@]host[:port]/dir/GLOB`: the glob in the last segment.
+    pub source: SourceUrl,
+    /// `s3://bucket/prefix/` (each file to `prefix/<name>.gz`) or a URL with `{name}`.
+    pub destination: String,
+    /// Overrides `GZSHIP_STABLE_FOR`: a file modified less than this many seconds ago waits.
+    #[serde(default)]
+    pub stable_for_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanEvent {
+    scan: ScanRequest,
+}
+
+impl ScanRequest {
+    /// Checks the glob and the destination, and that the directory's files and their objects
+    /// may be touched at all (each file is checked again when it is listed).
+    pub fn validate(&self, policy: &AccessPolicy) -> Result<Destinations> {
+        let glob = Glob::parse(&self.source.path)?;
+        let destinations = Destinations::parse(&self.destination)?;
+        let sample = "file";
+        policy.check_source(&SourceUrl {
+            path: glob.path_of(sample),
+            ..self.source.clone()
+        })?;
+        policy.check_destination(&destinations.for_name(sample)?)?;
+        Ok(destinations)
+    }
 }
 
 /// The state machine's failure step: the job and the error its Catch caught.
@@ -151,6 +190,15 @@ fn parse_record_event(obj: &Map<String, Value>) -> Option<Result<Trigger>> {
                     "completion step {{\"complete\": {{\"record\": ...}}}}: {e}"
                 ))
             })
+    } else if obj.contains_key("scan") {
+        serde_json::from_value::<ScanEvent>(value())
+            .map(|e| Trigger::Scan(e.scan))
+            .map_err(|e| {
+                bad(format!(
+                    "scan event {{\"scan\": {{\"source\": \"sftp://.../*.csv\", \
+                     \"destination\": \"s3://bucket/prefix/\"}}}}: {e}"
+                ))
+            })
     } else if obj.contains_key("failed") {
         serde_json::from_value::<FailedEvent>(value())
             .map(|e| Trigger::Failed(e.failed))
@@ -215,7 +263,8 @@ pub struct ParseContext<'a> {
 
 const SHAPES: &str = "a job {\"source\": \"sftp://...\", \"destination\": \"s3://...\"}, a template \
      event {\"template\": {...}}, a file-arrival notice {\"path\": \"/...\"}, an EventBridge event, \
-     an SNS notification, an SQS batch or a resume {\"resume\": \"s3://bucket/.gzship/jobs/ID\"}";
+     an SNS notification, an SQS batch, a scan {\"scan\": {...}} or a resume \
+     {\"resume\": \"s3://bucket/.gzship/jobs/ID\"}";
 
 /// Nesting allowed inside envelopes (SQS body -> SNS envelope -> EventBridge event -> detail).
 const MAX_DEPTH: u8 = 4;

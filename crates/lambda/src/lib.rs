@@ -17,6 +17,8 @@
 //!   long one to the state machine), complete, end or resume recorded jobs, report.
 //! - [`statemachine`]: [`StateMachine`](statemachine::StateMachine): the Step Functions state
 //!   machine that runs the tasks of jobs longer than the master's timeout.
+//! - [`queue`]: [`ArrivalQueue`](queue::ArrivalQueue): the SQS queue a scan sends each new
+//!   file's job to.
 //! - [`error`]: [`HandlerError`](error::HandlerError) and its Lambda `Diagnostic`, whose
 //!   `errorType` (`Retryable.*` / `Fatal.*`) tells the master whether a retry can help.
 //! - [`runtime`]: what both binaries share: tracing, the AWS configuration.
@@ -26,6 +28,7 @@ pub mod credentials;
 pub mod error;
 pub mod event;
 pub mod master;
+pub mod queue;
 pub mod runtime;
 pub mod statemachine;
 pub mod template;

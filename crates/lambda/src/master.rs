@@ -33,7 +33,8 @@ use serde_json::Value;
 use crate::config::MasterEnv;
 use crate::credentials::Credentials;
 use crate::error::HandlerError;
-use crate::event::{EventKind, FailedStep, ParseContext, Trigger, parse_event};
+use crate::event::{EventKind, FailedStep, ParseContext, ScanRequest, Trigger, parse_event};
+use crate::queue::ArrivalQueue;
 use crate::statemachine::{ExecutionInput, StateMachine, execution_name};
 use crate::worker::{is_fatal_type, job_ref, sftp_source};
 
@@ -49,6 +50,24 @@ pub enum MasterResponse {
     Started(StartedJob),
     /// The failure step's outcome.
     Ended(EndedJob),
+    /// What a scan sent to the arrival queue.
+    Scanned(ScanReport),
+}
+
+/// What a scan did: the files it sent to the arrival queue, one message each, and the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanReport {
+    /// The scanned glob.
+    pub source: String,
+    /// Entries whose name matched.
+    pub matched: usize,
+    /// The destinations of the files enqueued, one message each.
+    pub enqueued: Vec<String>,
+    /// Matching files not enqueued, and why (not stable yet, shipped, claimed by another scan,
+    /// a directory, unreadable).
+    pub skipped: Vec<gzship_core::scan::Skipped>,
+    /// New files past `GZSHIP_SCAN_FILES`, left for the next scan.
+    pub left: usize,
 }
 
 /// A job handed to the state machine.
@@ -111,6 +130,9 @@ pub struct MasterDeps<'a, M, I> {
     /// The state machine for jobs longer than the master's timeout (`GZSHIP_STATE_MACHINE`);
     /// `None`: they are refused.
     pub state_machine: Option<&'a StateMachine>,
+    /// Where a scan sends each new file's job (`GZSHIP_ARRIVAL_QUEUE`); `None`: scans are
+    /// refused.
+    pub arrival_queue: Option<&'a ArrivalQueue>,
 }
 
 /// Time to keep, before the master function's deadline, for cancelling a job that is running
@@ -148,13 +170,20 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
         Trigger::Resume(record) => resume_job(&record, env, deps).await,
         Trigger::Complete(record) => complete_job(&record, env, deps).await,
         Trigger::Failed(step) => end_failed_job(&step, env, deps).await,
+        Trigger::Scan(request) => scan_dir(&request, now, env, deps).await,
         Trigger::Sqs(items) => {
             let mut response = SqsBatchResponse::default();
             for item in items {
                 let outcome = match item.job {
                     Ok((kind, job)) => {
                         let id = format!("{request_id}-{}", item.message_id);
-                        run_job(&job, kind, &id, env, deps).await.map(|_| ())
+                        let ran = run_job(&job, kind, &id, env, deps).await.map(|_| ());
+                        // A scan's claim on the file ends with its job; a job that failed
+                        // keeps it until the message's last delivery is over (its expiry).
+                        if ran.is_ok() {
+                            release_scan_claim(&job, env, deps).await;
+                        }
+                        ran
                     }
                     Err(e) => Err(e.into()),
                 };
@@ -171,6 +200,103 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
             Ok(MasterResponse::Batch(response))
         }
     }
+}
+
+/// Removes a scan's claim on the file of `job`, if any, logging a failure (the claim then
+/// expires).
+async fn release_scan_claim<M: MultipartStore + ObjectStore, I: Invoker>(
+    job: &JobRequest,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) {
+    let released =
+        gzship_core::scan::release_file(deps.store, &job.destination, &env.master.jobs_prefix)
+            .await;
+    if let Err(e) = released {
+        tracing::warn!(
+            destination = %job.destination, error = %gzship_core::error::chain(&e),
+            "could not remove the scan's claim on the file; it expires"
+        );
+    }
+}
+
+/// `{"scan": ...}`: lists the directory, picks the new, complete files (the CLI's rules:
+/// [`gzship_core::scan`]), claims each (a conditional write, so that overlapping scans never
+/// enqueue one file twice) and sends its job to the arrival queue, at most `GZSHIP_SCAN_FILES`
+/// a scan.
+async fn scan_dir<M: MultipartStore + ObjectStore, I: Invoker>(
+    request: &ScanRequest,
+    now: SystemTime,
+    env: &MasterEnv,
+    deps: &MasterDeps<'_, M, I>,
+) -> Result<MasterResponse, HandlerError> {
+    let destinations = request.validate(&env.master.policy)?;
+    let queue = deps.arrival_queue.ok_or_else(|| {
+        Error::invalid(
+            "scan",
+            "the master has no arrival queue (GZSHIP_ARRIVAL_QUEUE) to send the files' jobs to",
+        )
+    })?;
+    let rules = gzship_core::scan::ScanRules {
+        stable_for: request
+            .stable_for_secs
+            .map_or(env.scan.stable_for, Duration::from_secs),
+        ..env.scan
+    };
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let source = sftp_source(&request.source, &env.ssh, deps.credentials).await?;
+    let outcome = gzship_core::scan::scan(
+        &source,
+        deps.store,
+        &request.source,
+        &destinations,
+        &rules,
+        &env.master.policy,
+        now,
+    )
+    .await?;
+    let mut report = ScanReport {
+        source: request.source.to_string(),
+        matched: outcome.matched,
+        enqueued: Vec::new(),
+        skipped: outcome.skipped,
+        left: outcome.left,
+    };
+    let prefix = &env.master.jobs_prefix;
+    for file in outcome.picked {
+        let claimed =
+            gzship_core::scan::claim_file(deps.store, &file, prefix, env.scan_claim_expiry, now)
+                .await?;
+        if !claimed {
+            report.skipped.push(gzship_core::scan::Skipped {
+                name: file.name,
+                reason: "enqueued by another scan".into(),
+                warn: false,
+            });
+            continue;
+        }
+        let job = JobRequest {
+            source: file.source.clone(),
+            destination: file.destination.clone(),
+            level: Default::default(),
+            tuning: Tuning::default(),
+        };
+        if let Err(e) = queue.send(&job).await {
+            // Not enqueued: the next scan may try it again.
+            if let Err(r) =
+                gzship_core::scan::release_file(deps.store, &job.destination, prefix).await
+            {
+                tracing::warn!(error = %gzship_core::error::chain(&r), "could not release the scan claim");
+            }
+            return Err(e);
+        }
+        tracing::info!(source = %job.source, destination = %job.destination, "file enqueued");
+        report.enqueued.push(job.destination.to_string());
+    }
+    for s in report.skipped.iter().filter(|s| s.warn) {
+        tracing::warn!(file = %s.name, reason = %s.reason, "skipped");
+    }
+    Ok(MasterResponse::Scanned(report))
 }
 
 /// Runs one job: checks the policy, stats the source once; a job that fits the master's

@@ -10,6 +10,7 @@ use gzship_core::store::s3::{S3Store, load_sdk_config};
 use gzship_lambda::config::MasterEnv;
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::master::{MasterDeps, cancel_delay, cancel_margin, handle_event};
+use gzship_lambda::queue::ArrivalQueue;
 use gzship_lambda::runtime::{env_var, init_tracing};
 use gzship_lambda::statemachine::StateMachine;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -36,8 +37,13 @@ async fn main() -> anyhow::Result<()> {
         .state_machine
         .as_ref()
         .map(|arn| StateMachine::new(aws_sdk_sfn::Client::new(&sdk), arn));
+    let arrival_queue = env
+        .arrival_queue
+        .as_ref()
+        .map(|url| ArrivalQueue::new(aws_sdk_sqs::Client::new(&sdk), url));
     let (env, credentials, store, invoker) = (&env, &credentials, &store, &invoker);
     let state_machine = state_machine.as_ref();
+    let arrival_queue = arrival_queue.as_ref();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
         let deps = MasterDeps {
@@ -46,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             invoker,
             cancel: CancellationToken::new(),
             state_machine,
+            arrival_queue,
         };
         // A job still running near the function's deadline is cancelled, so that its upload is
         // aborted rather than left open when the function is killed.
