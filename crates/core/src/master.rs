@@ -117,7 +117,6 @@ pub const CONTENT_TYPE: &str = "application/gzip";
 /// record removed, unless the job was left resumable ([`MasterConfig::resumable`] and a
 /// failure that retrying can fix, see [`leaves_resumable`]): then both stay for [`resume`].
 #[tracing::instrument(name = "job", skip_all, fields(job = job_id))]
-#[tracing::instrument(name = "job", skip_all, fields(job = job_id))]
 pub async fn run<S, M, I>(
     request: &JobRequest,
     job_id: &str,
@@ -252,7 +251,6 @@ where
 /// completes. The object is the one an uninterrupted run makes: the plan, level and block size
 /// come from the record. The report counts the skipped tasks in `resumed_tasks`.
 #[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
-#[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 pub async fn resume<S, M, I>(
     at: &JobRef,
     record: JobRecord,
@@ -364,7 +362,6 @@ where
 /// Aborts the job recorded at `at`: aborts its upload (one already gone is fine) and removes
 /// the record. Returns the record, for the caller to say what was aborted.
 #[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
-#[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 pub async fn abort_job<M>(at: &JobRef, store: &M) -> Result<JobRecord>
 where
     M: MultipartStore + ObjectStore,
@@ -387,7 +384,6 @@ where
 /// checks that they cover the source once, with legal parts, completes the upload, tags the
 /// object with the source's CRC-32 and removes the record. A failure aborts (or, when
 /// resumable, keeps) the job as [`run`] does.
-#[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 #[tracing::instrument(name = "job", skip_all, fields(job = %at.id))]
 pub async fn finish<M>(
     at: &JobRef,
