@@ -427,3 +427,45 @@ async fn known_hosts_as_a_file_or_as_its_text() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--known-hosts"), "{}", stderr(&out));
 }
+
+/// A server whose attributes carry no modification time (paramiko's, serving sizes only)
+/// ships: the job runs with change detection on the size alone, and says so on stderr.
+#[tokio::test]
+async fn a_server_without_mtimes_ships_with_a_warning() {
+    use gzship_testkit::pysftpd::{self, PySftpd};
+    let env = env().await;
+    let (server, _) = PySftpd::start_with_keys(&[], pysftpd::Stat::NoMtime);
+    let path = server.data_dir().join("no mtime.log");
+    write_file(&path, DataKind::Logs, 3 * MIB, 12).unwrap();
+    let want = sha256_file(&path).unwrap();
+    let source = format!(
+        "sftp://{}@127.0.0.1:{}{}",
+        pysftpd::USER,
+        server.port(),
+        path.display()
+    );
+    let out = env
+        .gzship_store(&[
+            "run",
+            &source,
+            "s3://e2e/no-mtime.gz",
+            "--json",
+            "--tasks",
+            "2",
+        ])
+        .arg("--identity")
+        .arg(&server.client_key().private_key_path)
+        .arg("--host-key")
+        .arg(server.host_key_fingerprint())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("detected by its size alone"),
+        "the missing mtime is warned about: {}",
+        stderr(&out)
+    );
+    assert_eq!(report(&out)["source_bytes"], 3 * MIB);
+    env.assert_object_decodes("no-mtime.gz", &want).await;
+    env.assert_no_open_uploads().await;
+}
