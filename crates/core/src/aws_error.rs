@@ -2,7 +2,9 @@
 //! errors into "retry can help" or not, by error kind, HTTP status and error code, never by
 //! message text.
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::error::BoxError;
 
 /// Whether sending the same request again can succeed: timeouts, broken or unparseable
 /// responses, connection failures other than a request the connector refused, 5xx, 429, and
@@ -23,4 +25,15 @@ pub fn is_retryable<E: ProvideErrorMetadata>(err: &SdkError<E>, retryable_codes:
         // Construction failures (a bad input) and anything the SDK adds later.
         _ => false,
     }
+}
+
+/// A failed SDK call as the adapters report it: whether sending it again can help
+/// ([`is_retryable`] with `retryable_codes`), and the error as a message with its whole chain
+/// of causes (the SDK's own `Display` says only "service error").
+pub fn classify<E>(err: SdkError<E>, retryable_codes: &[&str]) -> (bool, BoxError)
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let retryable = is_retryable(&err, retryable_codes);
+    (retryable, DisplayErrorContext(err).to_string().into())
 }

@@ -47,13 +47,8 @@ impl ArrivalQueue {
             .send()
             .await
             .map_err(|e| {
-                let retryable = gzship_core::aws_error::is_retryable(&e, RETRYABLE_CODES);
-                fail(
-                    retryable,
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                        .to_string()
-                        .into(),
-                )
+                let (retryable, source) = gzship_core::aws_error::classify(e, RETRYABLE_CODES);
+                fail(retryable, source)
             })?;
         Ok(sent.message_id().unwrap_or_default().to_owned())
     }

@@ -65,13 +65,8 @@ impl StateMachine {
             .send()
             .await
             .map_err(|e| {
-                let retryable = gzship_core::aws_error::is_retryable(&e, RETRYABLE_CODES);
-                fail(
-                    retryable,
-                    aws_sdk_sfn::error::DisplayErrorContext(e)
-                        .to_string()
-                        .into(),
-                )
+                let (retryable, source) = gzship_core::aws_error::classify(e, RETRYABLE_CODES);
+                fail(retryable, source)
             })?;
         Ok(started.execution_arn().to_owned())
     }
