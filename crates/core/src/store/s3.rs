@@ -213,6 +213,23 @@ impl S3Store {
             .map(|_| ServerSideEncryption::AwsKms)
     }
 
+    /// A PutObject of a small JSON object (a job record, a claim) at `dest`, encrypted as the
+    /// uploads are.
+    fn put_request(
+        &self,
+        dest: &ObjectUrl,
+        body: bytes::Bytes,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&dest.bucket)
+            .key(&dest.key)
+            .content_type("application/json")
+            .set_server_side_encryption(self.sse())
+            .set_ssekms_key_id(self.sse_kms_key.clone())
+            .body(SdkByteStream::from(body))
+    }
+
     /// See [`Self::holds_parts`].
     async fn is_completed_from(&self, dest: &ObjectUrl, parts: &[UploadedPart]) -> bool {
         let Ok(head) = self
@@ -589,14 +606,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_object(&self, dest: &ObjectUrl, body: bytes::Bytes) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(&dest.bucket)
-            .key(&dest.key)
-            .content_type("application/json")
-            .set_server_side_encryption(self.sse())
-            .set_ssekms_key_id(self.sse_kms_key.clone())
-            .body(SdkByteStream::from(body))
+        self.put_request(dest, body)
             .send()
             .await
             .map_err(|e| s3_error("put object", dest, e))?;
@@ -604,18 +614,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_object_if_absent(&self, dest: &ObjectUrl, body: bytes::Bytes) -> Result<bool> {
-        let sent = self
-            .client
-            .put_object()
-            .bucket(&dest.bucket)
-            .key(&dest.key)
-            .content_type("application/json")
-            .set_server_side_encryption(self.sse())
-            .set_ssekms_key_id(self.sse_kms_key.clone())
-            .if_none_match("*")
-            .body(SdkByteStream::from(body))
-            .send()
-            .await;
+        let sent = self.put_request(dest, body).if_none_match("*").send().await;
         match sent {
             Ok(_) => Ok(true),
             // 412: an object is there; 409: another conditional write to the key is under way.
