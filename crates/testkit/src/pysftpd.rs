@@ -163,9 +163,7 @@ impl PySftpd {
 
     /// A known_hosts line for this server: `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
     pub fn known_hosts_line(&self) -> String {
-        let mut parts = self.host_public_key.split_whitespace();
-        let (alg, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        format!("[127.0.0.1]:{} {alg} {key}", self.port)
+        sshd::known_hosts_line(self.port, &self.host_public_key)
     }
 
     /// An authorized ed25519 key of [`USER`], without passphrase.

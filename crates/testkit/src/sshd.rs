@@ -194,9 +194,7 @@ impl Sshd {
 
     /// A known_hosts line for this server: `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
     pub fn known_hosts_line(&self) -> String {
-        let mut parts = self.host_public_key.split_whitespace();
-        let (alg, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-        format!("[127.0.0.1]:{} {alg} {key}", self.port)
+        known_hosts_line(self.port, &self.host_public_key)
     }
 
     /// A hashed known_hosts line (`|1|salt|hash ...`), as `ssh-keygen -H` writes it.
@@ -350,6 +348,14 @@ fn authorize(dir: &Path, public_key: &str) {
     writeln!(f, "{public_key}").expect("append to authorized_keys");
     drop(f);
     set_mode(&path, 0o644);
+}
+
+/// The known_hosts line of a server on 127.0.0.1:`port` with `host_public_key` (`ssh-ed25519
+/// AAAA... comment`): `[127.0.0.1]:PORT ssh-ed25519 AAAA...`.
+pub fn known_hosts_line(port: u16, host_public_key: &str) -> String {
+    let mut parts = host_public_key.split_whitespace();
+    let (alg, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    format!("[127.0.0.1]:{port} {alg} {key}")
 }
 
 /// `line` (`[127.0.0.1]:PORT ssh-ed25519 AAAA...`) hashed as `ssh-keygen -H` hashes
