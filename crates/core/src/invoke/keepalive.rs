@@ -12,7 +12,7 @@
 //! (set in [`LambdaInvoker::client_config`](super::lambda::LambdaInvoker::client_config)).
 
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::http::{
@@ -40,11 +40,15 @@ const KEEPALIVE_RETRIES: u32 = 4;
 /// An SDK HTTP client (HTTPS with the system's roots, or plain HTTP for local endpoints) whose
 /// connections have TCP keepalive.
 pub fn http_client() -> SharedHttpClient {
-    SharedHttpClient::new(KeepaliveClient)
+    SharedHttpClient::new(KeepaliveClient::default())
 }
 
-#[derive(Debug)]
-struct KeepaliveClient;
+/// Builds its [`Connector`] once per connect timeout: the SDK asks for a connector on every
+/// request attempt, and each connector holds a connection pool and the system's TLS roots.
+#[derive(Debug, Default)]
+struct KeepaliveClient {
+    connectors: Mutex<Vec<(Option<Duration>, SharedHttpConnector)>>,
+}
 
 impl HttpClient for KeepaliveClient {
     fn http_connector(
@@ -52,9 +56,14 @@ impl HttpClient for KeepaliveClient {
         settings: &HttpConnectorSettings,
         _components: &RuntimeComponents,
     ) -> SharedHttpConnector {
-        // The SDK asks once per client configuration and keeps the connector, whose pool
-        // then serves every invoke.
-        SharedHttpConnector::new(Connector::new(settings.connect_timeout()))
+        let timeout = settings.connect_timeout();
+        let mut connectors = self.connectors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, connector)) = connectors.iter().find(|(t, _)| *t == timeout) {
+            return connector.clone();
+        }
+        let connector = SharedHttpConnector::new(Connector::new(timeout));
+        connectors.push((timeout, connector.clone()));
+        connector
     }
 }
 
@@ -170,8 +179,9 @@ mod tests {
             .build();
         let config = LambdaInvoker::client_config(&sdk, std::time::Duration::from_secs(900));
         let client = aws_sdk_lambda::Client::from_conf(config);
+        let first = client.clone();
         let invoke = tokio::spawn(async move {
-            client
+            first
                 .invoke()
                 .function_name("worker")
                 .payload(aws_sdk_lambda::primitives::Blob::new(b"{}".to_vec()))
@@ -193,13 +203,13 @@ mod tests {
             .split("timer:(keepalive,")
             .nth(1)
             .unwrap_or_else(|| panic!("no keepalive timer on the invoke's socket: {ss:?}"));
-        let due: f64 = timer
-            .split("sec")
+        let due = timer
+            .split(',')
             .next()
-            .and_then(|s| s.replace("min", ".").parse().ok())
+            .and_then(ss_duration)
             .unwrap_or_else(|| panic!("unreadable keepalive timer: {ss:?}"));
         assert!(
-            due <= super::KEEPALIVE_IDLE.as_secs() as f64,
+            due <= super::KEEPALIVE_IDLE,
             "the first probe is due within KEEPALIVE_IDLE: {ss:?}"
         );
 
@@ -215,5 +225,56 @@ mod tests {
             .unwrap()
             .expect("the invoke succeeds over the keepalive client");
         assert_eq!(out.payload().map(|b| b.as_ref()), Some(&body[..]));
+
+        // The next invoke reuses the connection: the connector (and its pool) is kept, not
+        // built again for every request.
+        let again = tokio::spawn(async move {
+            client
+                .invoke()
+                .function_name("worker")
+                .payload(aws_sdk_lambda::primitives::Blob::new(b"{}".to_vec()))
+                .send()
+                .await
+        });
+        let n = tokio::select! {
+            n = conn.read(&mut request) => n.unwrap(),
+            _ = listener.accept() => panic!("the second invoke opened a new connection"),
+        };
+        assert!(
+            request[..n].starts_with(b"POST /2015-03-31/functions/worker/invocations"),
+            "the second invoke came on the first one's connection"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        conn.write_all(body).await.unwrap();
+        again.await.unwrap().expect("the second invoke succeeds");
+    }
+
+    /// A duration as `ss -o` prints timers: `59sec`, `1min`, `1min30sec`, `200ms`.
+    fn ss_duration(text: &str) -> Option<std::time::Duration> {
+        let mut total = std::time::Duration::ZERO;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+            let n: u64 = rest[..digits].parse().ok()?;
+            rest = &rest[digits..];
+            let (unit, len) = [("min", 60_000), ("sec", 1_000), ("ms", 1)]
+                .into_iter()
+                .find(|(u, _)| rest.starts_with(u))
+                .map(|(u, ms)| (ms, u.len()))?;
+            total += std::time::Duration::from_millis(n * unit);
+            rest = &rest[len..];
+        }
+        (!text.is_empty()).then_some(total)
+    }
+
+    #[test]
+    fn ss_timers_parse() {
+        use std::time::Duration;
+        assert_eq!(ss_duration("59sec"), Some(Duration::from_secs(59)));
+        assert_eq!(ss_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(ss_duration("1min30sec"), Some(Duration::from_secs(90)));
+        assert_eq!(ss_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(ss_duration(""), None);
+        assert_eq!(ss_duration("soon"), None);
     }
 }
