@@ -262,6 +262,7 @@ async fn sqs_messages_that_fail_are_reported_as_batch_item_failures() {
         cancel: Default::default(),
         state_machine: None,
         arrival_queue: None,
+        dead_letter_queue: None,
     };
     let response = handle_event(event, "req", UNIX_EPOCH, &env, &deps)
         .await
@@ -300,6 +301,7 @@ async fn master_error(event: Value, template: Option<&str>) -> HandlerError {
         cancel: Default::default(),
         state_machine: None,
         arrival_queue: None,
+        dead_letter_queue: None,
     };
     match handle_event(event, "req", UNIX_EPOCH, &env, &deps).await {
         Ok(r) => panic!("expected an error, got {r:?}"),

@@ -364,6 +364,7 @@ impl World {
             cancel: Default::default(),
             state_machine: None,
             arrival_queue: None,
+            dead_letter_queue: None,
         };
         let master_event =
             |event: Value| handle_event(event, "iam", SystemTime::now(), &self.master_env, &deps);
@@ -654,6 +655,7 @@ async fn a_kms_key_in_the_template_encrypts_the_object_with_sse_kms() {
         cancel: Default::default(),
         state_machine: None,
         arrival_queue: None,
+        dead_letter_queue: None,
     };
     let dest = w.dest("kms", "encrypted");
     let answer = handle_event(w.job(&dest), "kms", SystemTime::now(), &w.master_env, &deps).await;

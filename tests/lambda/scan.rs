@@ -103,6 +103,7 @@ async fn a_scan_enqueues_one_message_per_new_complete_file() {
         cancel: Default::default(),
         state_machine: None,
         arrival_queue: Some(&queue),
+        dead_letter_queue: None,
     };
     let event = json!({"scan": {
         "source": sshd.url("exports/*.csv"),

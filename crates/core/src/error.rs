@@ -341,10 +341,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::SshConnect { .. } => true,
-            // Unless the server answered that it does not implement the request: asking again
-            // gets the same answer.
+            // Unless the server answered that it does not implement the request or that the
+            // path does not exist: asking again gets the same answer.
             Error::SftpRead { source, .. } | Error::SftpStat { source, .. } => {
-                !crate::source::sftp::caused_by_unsupported(source.as_ref())
+                !crate::source::sftp::caused_by_final_answer(source.as_ref())
             }
             Error::S3 { retryable, .. }
             | Error::Invoke { retryable, .. }

@@ -825,6 +825,16 @@ pub static SETTINGS: &[Setting] = &[
         "URL of the SQS queue a scan event sends each new file's job to (master)",
         "Unset: scan events are refused. The template passes its arrival queue, whose messages run the master."
     ),
+    setting!(
+        "dead-letter-queue",
+        "GZSHIP_DEAD_LETTER_QUEUE",
+        Text,
+        Lambda,
+        Only::Lambda("the CLI reports a failed job to its caller"),
+        Unset("none"),
+        "URL of the SQS queue that gets a queued job's message at once when it fails for good (master)",
+        "A message whose job fails with a Fatal.* error is sent there, with the error, and not redelivered. Unset (or unreachable): it is redelivered until the queue's maxReceiveCount moves it. The template passes its arrival dead-letter queue."
+    ),
     // --- log
     setting!("log", "GZSHIP_LOG", Text, Log, Only::Both,
         Value("warn"),
@@ -873,6 +883,8 @@ pub struct LambdaSettings {
     pub state_machine: Option<String>,
     /// `GZSHIP_ARRIVAL_QUEUE`: the queue a scan sends each new file's job to.
     pub arrival_queue: Option<String>,
+    /// `GZSHIP_DEAD_LETTER_QUEUE`: where a queued job that failed for good goes at once.
+    pub dead_letter_queue: Option<String>,
 }
 
 /// Every setting, parsed and validated.
@@ -1119,6 +1131,7 @@ impl Settings {
             job_template: r.text("GZSHIP_JOB_TEMPLATE")?,
             state_machine: r.text("GZSHIP_STATE_MACHINE")?,
             arrival_queue: r.text("GZSHIP_ARRIVAL_QUEUE")?,
+            dead_letter_queue: r.text("GZSHIP_DEAD_LETTER_QUEUE")?,
         };
         let master = MasterConfig {
             worker_mb_per_s: model.worker_mb_per_s,

@@ -87,6 +87,9 @@ pub struct MasterEnv {
     /// The queue a scan sends each new file's job to (`GZSHIP_ARRIVAL_QUEUE`); `None`: scan
     /// events are refused.
     pub arrival_queue: Option<String>,
+    /// The queue a queued job's message goes to at once when it fails for good
+    /// (`GZSHIP_DEAD_LETTER_QUEUE`); `None`: SQS redelivers it until its `maxReceiveCount`.
+    pub dead_letter_queue: Option<String>,
 }
 
 /// Reads every setting of the functions, naming the variable on any error.
@@ -214,6 +217,7 @@ impl MasterEnv {
             scan: settings.scan,
             scan_claim_expiry: settings.scan_claim_expiry,
             arrival_queue: settings.lambda.arrival_queue.clone(),
+            dead_letter_queue: settings.lambda.dead_letter_queue.clone(),
         })
     }
 }

@@ -62,6 +62,20 @@ pub enum HandlerError {
         source: BoxError,
     },
 
+    /// Sending a failed job's message to the dead-letter queue (SendMessage) failed.
+    #[error("send SQS message {message_id} to the dead-letter queue {queue}")]
+    DeadLetter {
+        /// The queue's URL.
+        queue: String,
+        /// The message's id in the arrival queue.
+        message_id: String,
+        /// Whether another attempt can help (throttling, network).
+        retryable: bool,
+        /// The SDK error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The secret does not hold a credential in a known form. Never carries the secret's text.
     #[error("secret {secret_id} does not hold an ssh credential: {reason}")]
     SecretFormat {
@@ -79,7 +93,8 @@ impl HandlerError {
             HandlerError::Core(e) => e.is_retryable(),
             HandlerError::SecretFetch { retryable, .. }
             | HandlerError::StartExecution { retryable, .. }
-            | HandlerError::Enqueue { retryable, .. } => *retryable,
+            | HandlerError::Enqueue { retryable, .. }
+            | HandlerError::DeadLetter { retryable, .. } => *retryable,
             HandlerError::Config { .. } | HandlerError::SecretFormat { .. } => false,
         }
     }
@@ -93,6 +108,7 @@ impl HandlerError {
             HandlerError::SecretFormat { .. } => "SecretFormat",
             HandlerError::StartExecution { .. } => "StartExecution",
             HandlerError::Enqueue { .. } => "Enqueue",
+            HandlerError::DeadLetter { .. } => "DeadLetter",
         }
     }
 

@@ -218,6 +218,9 @@ fn parse_record_event(obj: &Map<String, Value>) -> Option<Result<Trigger>> {
 pub struct SqsItem {
     /// The message's `messageId`, which a partial batch failure names.
     pub message_id: String,
+    /// Its `body` as received (the whole record as JSON when it has no body string): what a
+    /// dead letter carries.
+    pub body: String,
     /// The kind of event in its body and its job, or why it has none.
     pub job: Result<(EventKind, JobRequest)>,
 }
@@ -370,8 +373,13 @@ fn parse_sqs_record(i: usize, record: &Value, ctx: &ParseContext<'_>) -> SqsItem
         (Some(id), None) => Err(bad(format!("SQS message {id} has no body string"))),
         (Some(id), Some(body)) => parse_text(body, &format!("SQS message {id}"), ctx, None, 1),
     };
+    let body = match record.get("body").and_then(Value::as_str) {
+        Some(body) => body.to_owned(),
+        None => record.to_string(),
+    };
     SqsItem {
         message_id: message_id.unwrap_or_default(),
+        body,
         job,
     }
 }

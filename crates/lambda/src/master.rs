@@ -1,9 +1,13 @@
 //! The master handler: an event in, jobs run through [`master::run`] with workers invoked by an
 //! [`Invoker`], the job report (or an SQS partial batch response) out.
 //!
-//! SQS batches: each message is one job, run one after the other; a message whose job fails
-//! (or that cannot be parsed) is returned in `batchItemFailures`, so SQS redelivers only that
-//! message and, after the queue's `maxReceiveCount`, moves it to the dead-letter queue. The
+//! SQS batches: each message is one job, run one after the other. A message whose job fails
+//! for good (a `Fatal.*` error: it cannot be parsed, its path is not allowed, its file is
+//! gone...) is sent at once to the dead-letter queue (`GZSHIP_DEAD_LETTER_QUEUE`) with the
+//! error and acknowledged, since another delivery would fail the same way. A message whose job
+//! may succeed on another attempt (or whose dead letter could not be sent) is returned in
+//! `batchItemFailures`, so SQS redelivers only that message and, after the queue's
+//! `maxReceiveCount`, moves it to the dead-letter queue itself. The
 //! template's event source mapping sets `ReportBatchItemFailures` and a batch size of 1, since
 //! one job may take most of the master's 15 minutes.
 //!
@@ -34,7 +38,7 @@ use crate::config::MasterEnv;
 use crate::credentials::Credentials;
 use crate::error::HandlerError;
 use crate::event::{EventKind, FailedStep, ParseContext, ScanRequest, Trigger, parse_event};
-use crate::queue::ArrivalQueue;
+use crate::queue::{ArrivalQueue, DeadLetterQueue};
 use crate::statemachine::{ExecutionInput, StateMachine, execution_name};
 use crate::worker::{is_fatal_type, job_ref, sftp_source};
 
@@ -133,6 +137,9 @@ pub struct MasterDeps<'a, M, I> {
     /// Where a scan sends each new file's job (`GZSHIP_ARRIVAL_QUEUE`); `None`: scans are
     /// refused.
     pub arrival_queue: Option<&'a ArrivalQueue>,
+    /// Where a queued job's message goes when the job fails for good; `None`: SQS redelivers
+    /// it until the queue's `maxReceiveCount`.
+    pub dead_letter_queue: Option<&'a DeadLetterQueue>,
 }
 
 /// Time to keep, before the master function's deadline, for cancelling a job that is running
@@ -187,10 +194,13 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
                     }
                     Err(e) => Err(e.into()),
                 };
-                if let Err(e) = outcome {
+                if let Err(e) = outcome
+                    && !dead_letter(&item.message_id, &item.body, &e, deps).await
+                {
                     tracing::error!(
-                        message_id = %item.message_id, error = %gzship_core::error::chain(&e),
-                        "sqs message failed; reporting it as a batch item failure"
+                        message_id = %item.message_id, error_type = %e.error_type(),
+                        error = %gzship_core::error::chain(&e),
+                        "sqs message failed; reporting it as a batch item failure, to be redelivered"
                     );
                     response.batch_item_failures.push(BatchItemFailure {
                         item_identifier: item.message_id,
@@ -198,6 +208,37 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
                 }
             }
             Ok(MasterResponse::Batch(response))
+        }
+    }
+}
+
+/// Sends a queued message whose job failed for good (`error` is fatal) to the dead-letter
+/// queue; true if it is there (the batch then acknowledges it), false if it must be redelivered
+/// instead: a retryable error, no dead-letter queue, or a failed send (logged).
+async fn dead_letter<M: MultipartStore + ObjectStore, I: Invoker>(
+    message_id: &str,
+    body: &str,
+    error: &HandlerError,
+    deps: &MasterDeps<'_, M, I>,
+) -> bool {
+    let Some(queue) = deps.dead_letter_queue.filter(|_| !error.is_retryable()) else {
+        return false;
+    };
+    match queue.send(message_id, body, error).await {
+        Ok(dead_letter_id) => {
+            tracing::error!(
+                message_id, dead_letter_id, queue = queue.url(), error_type = %error.error_type(),
+                error = %gzship_core::error::chain(error),
+                "sqs message failed for good; sent to the dead-letter queue, not redelivered"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(
+                message_id, error = %gzship_core::error::chain(&e),
+                "could not send the failed message to the dead-letter queue; SQS redelivers it"
+            );
+            false
         }
     }
 }

@@ -1,7 +1,10 @@
-//! The arrival queue: where a scan sends one job per new file (SQS SendMessage). The queue's
-//! event source mapping runs the master on each message, so files ship one message each, with
-//! the queue's backpressure, retries and dead-letter queue.
+//! The SQS queues the master sends to: the arrival queue, where a scan sends one job per new
+//! file (the queue's event source mapping runs the master on each message, so files ship one
+//! message each, with the queue's backpressure, retries and dead-letter queue); and that
+//! dead-letter queue, where the master moves a message at once when its job fails for good
+//! (a `Fatal.*` error), so that SQS does not deliver it again to fail the same way.
 
+use aws_sdk_sqs::types::MessageAttributeValue;
 use gzship_core::wire::JobRequest;
 
 use crate::error::HandlerError;
@@ -39,17 +42,114 @@ impl ArrivalQueue {
             source,
         };
         let body = serde_json::to_string(job).map_err(|e| fail(false, e.into()))?;
-        let sent = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .send()
+        send_message(&self.client, &self.url, body, Vec::new())
             .await
-            .map_err(|e| {
-                let (retryable, source) = gzship_core::aws_error::classify(e, RETRYABLE_CODES);
-                fail(retryable, source)
-            })?;
-        Ok(sent.message_id().unwrap_or_default().to_owned())
+            .map_err(|(retryable, source)| fail(retryable, source))
+    }
+}
+
+/// The most bytes of an error's text a dead letter carries (a message and its attributes may
+/// hold 256 KiB; the body, which is the original message, keeps the rest).
+pub const DEAD_LETTER_ERROR_BYTES: usize = 4096;
+
+/// The dead-letter queue of the arrival queue (`GZSHIP_DEAD_LETTER_QUEUE`).
+#[derive(Debug, Clone)]
+pub struct DeadLetterQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl DeadLetterQueue {
+    /// The queue at `url`, through `client`.
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> DeadLetterQueue {
+        DeadLetterQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Sends the message `message_id` (its `body` unchanged, so that it can be moved back to
+    /// the arrival queue once the cause is fixed) with why its job failed, as the message
+    /// attributes `gzship-error-type`, `gzship-error` (at most [`DEAD_LETTER_ERROR_BYTES`]) and
+    /// `gzship-message-id`. Returns the new message's id.
+    pub async fn send(
+        &self,
+        message_id: &str,
+        body: &str,
+        error: &HandlerError,
+    ) -> Result<String, HandlerError> {
+        let text = gzship_core::error::chain(error);
+        let attributes = [
+            ("gzship-error-type", error.error_type()),
+            (
+                "gzship-error",
+                truncate(&text, DEAD_LETTER_ERROR_BYTES).to_owned(),
+            ),
+            ("gzship-message-id", message_id.to_owned()),
+        ];
+        send_message(&self.client, &self.url, body.to_owned(), attributes.into())
+            .await
+            .map_err(|(retryable, source)| HandlerError::DeadLetter {
+                queue: self.url.clone(),
+                message_id: message_id.to_owned(),
+                retryable,
+                source,
+            })
+    }
+}
+
+/// SendMessage of `body` with string `attributes`; on failure, whether another attempt can help
+/// and the SDK error with its causes.
+async fn send_message(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    body: String,
+    attributes: Vec<(&str, String)>,
+) -> Result<String, (bool, gzship_core::error::BoxError)> {
+    let mut request = client.send_message().queue_url(url).message_body(body);
+    for (name, value) in attributes {
+        let value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map_err(|e| (false, e.into()))?;
+        request = request.message_attributes(name, value);
+    }
+    let sent = request
+        .send()
+        .await
+        .map_err(|e| gzship_core::aws_error::classify(e, RETRYABLE_CODES))?;
+    Ok(sent.message_id().unwrap_or_default().to_owned())
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("abc", 10), "abc");
+        assert_eq!(truncate("abc", 2), "ab");
+        // 'ü' is two bytes: a cut inside it drops it whole.
+        assert_eq!(truncate("aü", 2), "a");
+        assert_eq!(truncate("aü", 3), "aü");
+        assert_eq!(truncate("üü", 0), "");
     }
 }

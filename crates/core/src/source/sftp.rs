@@ -29,7 +29,7 @@ mod read;
 pub use config::{HostKeyPolicy, OPENSSH_MAX_READ, SftpConfig, SftpTuning, SshAuth, SshCipher};
 pub use known_hosts::{KnownHosts, Verdict};
 
-pub(crate) use connect::caused_by_unsupported;
+pub(crate) use connect::caused_by_final_answer;
 use connect::{Shared, connect, stat_of};
 use read::RangeReader;
 

@@ -10,7 +10,7 @@ use gzship_core::store::s3::{S3Store, load_sdk_config};
 use gzship_lambda::config::MasterEnv;
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::master::{MasterDeps, cancel_delay, cancel_margin, handle_event};
-use gzship_lambda::queue::ArrivalQueue;
+use gzship_lambda::queue::{ArrivalQueue, DeadLetterQueue};
 use gzship_lambda::runtime::{env_var, init_tracing};
 use gzship_lambda::statemachine::StateMachine;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -41,9 +41,14 @@ async fn main() -> anyhow::Result<()> {
         .arrival_queue
         .as_ref()
         .map(|url| ArrivalQueue::new(aws_sdk_sqs::Client::new(&sdk), url));
+    let dead_letter_queue = env
+        .dead_letter_queue
+        .as_ref()
+        .map(|url| DeadLetterQueue::new(aws_sdk_sqs::Client::new(&sdk), url));
     let (env, credentials, store, invoker) = (&env, &credentials, &store, &invoker);
     let state_machine = state_machine.as_ref();
     let arrival_queue = arrival_queue.as_ref();
+    let dead_letter_queue = dead_letter_queue.as_ref();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id.clone();
         let deps = MasterDeps {
@@ -53,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             cancel: CancellationToken::new(),
             state_machine,
             arrival_queue,
+            dead_letter_queue,
         };
         // A job still running near the function's deadline is cancelled, so that its upload is
         // aborted rather than left open when the function is killed.

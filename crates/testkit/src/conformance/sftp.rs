@@ -549,7 +549,8 @@ pub async fn wrong_private_key_and_wrong_password_are_refused(backend: Backend) 
     assert_names(&err, &["private key", "passphrase"]);
 }
 
-/// A missing file and a directory are refused, each with its own error.
+/// A missing file and a directory are refused, each with its own error; the missing file is
+/// not retried.
 pub async fn missing_file_and_directory_get_their_own_errors(backend: Backend) {
     let (server, _) = backend.start(&[]).await;
     let src = source(&server, fast_tuning());
@@ -557,6 +558,8 @@ pub async fn missing_file_and_directory_get_their_own_errors(backend: Backend) {
     let err = src.stat(&missing).await.unwrap_err();
     assert!(matches!(&err, Error::SftpStat { .. }), "{}", chain(&err));
     assert_names(&err, &[&format!("stat {missing}"), "no such file"]);
+    // Asking again gets the same answer: a job for a missing file fails for good at once.
+    assert!(!err.is_retryable(), "{}", chain(&err));
 
     let dir = server.remote_dir();
     let dir = dir.as_str();

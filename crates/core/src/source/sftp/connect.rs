@@ -383,12 +383,22 @@ pub(super) fn is_unsupported(e: &SftpError) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == StatusCode::OpUnsupported)
 }
 
-/// Whether `err` or any of its causes is an SFTP "operation unsupported" answer: for
-/// [`Error::is_retryable`], which must not retry what the server will never do.
-pub(crate) fn caused_by_unsupported(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether an SFTP error is an answer asking again cannot change: the server does not
+/// implement the request, or the path does not exist. (Permission denied is retried: an
+/// operator may be fixing the file's mode while the job waits.)
+fn is_final(e: &SftpError) -> bool {
+    matches!(e, SftpError::Status(s) if matches!(
+        s.status_code,
+        StatusCode::OpUnsupported | StatusCode::NoSuchFile
+    ))
+}
+
+/// Whether `err` or any of its causes is such a final SFTP answer (unsupported, no such file):
+/// for [`Error::is_retryable`], which must not retry what the server will answer the same way.
+pub(crate) fn caused_by_final_answer(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.downcast_ref::<SftpError>().is_some_and(is_unsupported) {
+        if e.downcast_ref::<SftpError>().is_some_and(is_final) {
             return true;
         }
         cur = e.source();
