@@ -65,20 +65,8 @@ async fn setup() -> Setup {
     let sshd = Sshd::start();
     write_file(&sshd.data_dir().join("a.log"), DataKind::Logs, 10_000, 1).unwrap();
     let s3 = S3Server::start().await;
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk_config())
-            .endpoint_url(s3.endpoint_url())
-            .build(),
-    );
-    let dead_letter_url = sqs
-        .create_queue()
-        .queue_name("arrivals-dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let sqs = s3.sqs();
+    let dead_letter_url = s3.create_queue("arrivals-dead-letters").await;
     Setup {
         sshd,
         s3,
@@ -214,34 +202,27 @@ async fn a_fatal_sqs_message_goes_to_the_dead_letter_queue_at_once() {
         .map(|(_, a)| attribute(a, "gzship-message-id"))
         .collect();
     assert_eq!(ids, ["m-disallowed", "m-missing", "m-not-json"]);
-    let by_id = |id: &str| {
-        letters
+    // The body is the original message, so it can be moved back once the cause is fixed.
+    let want = [
+        ("m-not-json", not_json, "not JSON"),
+        ("m-disallowed", disallowed.as_str(), "/etc/passwd"),
+        ("m-missing", missing.as_str(), "no-such-file.log"),
+    ];
+    for (id, want_body, names) in want {
+        let (body, attributes) = letters
             .iter()
             .find(|(_, a)| attribute(a, "gzship-message-id") == id)
-            .unwrap()
-    };
-    // The body is the original message, so it can be moved back once the cause is fixed.
-    let (body, attributes) = by_id("m-not-json");
-    assert_eq!(body, not_json);
-    assert!(attribute(attributes, "gzship-error-type").starts_with("Fatal."));
-    assert!(
-        attribute(attributes, "gzship-error").contains("not JSON"),
-        "{attributes:?}"
-    );
-    let (body, attributes) = by_id("m-disallowed");
-    assert_eq!(body, &disallowed);
-    assert!(attribute(attributes, "gzship-error-type").starts_with("Fatal."));
-    assert!(
-        attribute(attributes, "gzship-error").contains("/etc/passwd"),
-        "{attributes:?}"
-    );
-    let (body, attributes) = by_id("m-missing");
-    assert_eq!(body, &missing);
-    assert!(attribute(attributes, "gzship-error-type").starts_with("Fatal."));
-    assert!(
-        attribute(attributes, "gzship-error").contains("no-such-file.log"),
-        "{attributes:?}"
-    );
+            .unwrap();
+        assert_eq!(body, want_body, "{id}");
+        assert!(
+            attribute(attributes, "gzship-error-type").starts_with("Fatal."),
+            "{id}: {attributes:?}"
+        );
+        assert!(
+            attribute(attributes, "gzship-error").contains(names),
+            "{id}: {attributes:?}"
+        );
+    }
     drop(setup.s3);
 }
 

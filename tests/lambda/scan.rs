@@ -13,7 +13,7 @@ use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::master::{MasterDeps, MasterResponse, handle_event};
 use gzship_lambda::queue::ArrivalQueue;
 use gzship_testkit::data::{DataKind, write_file};
-use gzship_testkit::s3::{S3Server, sdk_config};
+use gzship_testkit::s3::S3Server;
 use gzship_testkit::sshd::Sshd;
 use serde_json::json;
 
@@ -46,20 +46,8 @@ async fn a_scan_enqueues_one_message_per_new_complete_file() {
     let sshd = Sshd::start();
     let s3 = S3Server::start().await;
     s3.create_bucket(BUCKET).await;
-    let sqs = aws_sdk_sqs::Client::from_conf(
-        aws_sdk_sqs::config::Builder::from(&sdk_config())
-            .endpoint_url(s3.endpoint_url())
-            .build(),
-    );
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("arrivals")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let sqs = s3.sqs();
+    let queue_url = s3.create_queue("arrivals").await;
 
     let dir = sshd.data_dir().join("exports");
     std::fs::create_dir_all(&dir).unwrap();

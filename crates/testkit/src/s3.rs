@@ -189,6 +189,35 @@ impl S3Server {
             });
     }
 
+    /// An SQS client for moto's queues, which it serves at the same endpoint.
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk_config())
+                .endpoint_url(self.endpoint_url())
+                .build(),
+        )
+    }
+
+    /// Creates a queue and returns its URL; panics if the server refuses.
+    pub async fn create_queue(&self, name: &str) -> String {
+        let created = self
+            .sqs()
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create queue {name} on moto: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                )
+            });
+        created
+            .queue_url()
+            .unwrap_or_else(|| panic!("moto created queue {name} without a URL"))
+            .to_owned()
+    }
+
     /// Kills the server now (the store's later requests fail to connect).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
