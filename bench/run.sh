@@ -3,12 +3,15 @@
 # (`ssh host cat FILE | pigz -6 | <multipart upload>`) and against the machine's ceilings
 # (`ssh cat`, `pigz`, gzship's compression alone), against a real OpenSSH sshd and
 # gzship-s3lite on 127.0.0.1, with 1 GiB of generated logs and of random bytes on /dev/shm,
-# plus peak RSS on 4 GiB. Each figure is the median of --repeat runs (default 3).
+# plus peak RSS on 4 GiB. Each figure is the median of --repeat runs (default 3). Every row
+# gives CPU-s per GiB of source and the machine's cores busy; the one-core rows pin gzship and
+# its compression alone to core 0.
 # Writes bench/results/<date>.{md,json}. Takes about 10 minutes on 2 cores.
 #
 #   bash bench/run.sh                       # the whole benchmark
 #   bash bench/run.sh --repeat 5 --size-mib 2048 --big-size-mib 0 --tasks 8
-#   bash bench/run.sh --only gzship-6       # rows whose id contains this
+#   bash bench/run.sh --only gzship-6       # rows whose id contains this (or any of a,b,c)
+#   bash bench/run.sh --only compress-6-logs,gzship-6-1t-logs --big-size-mib 0   # issue 15's rows
 #   bash bench/run.sh --micro               # block compression and part assembly only
 #
 # Not part of scripts/test: it measures, it does not assert.

@@ -7,6 +7,9 @@
 //! sshd side (session processes, `sftp-server`, `cat`) is the growth of the listening sshd's
 //! reaped-children CPU (`cutime + cstime` in `/proc/PID/stat`), read once every session has
 //! ended. The S3 server (gzship-s3lite, standing in for S3) is measured too but not counted.
+//! Cores busy is the whole machine's busy time over the run (`/proc/stat`), as a fraction of
+//! all cores; one-core rows pin the client to core 0 (`taskset -c 0`) and also give that
+//! core's busy fraction.
 //! Rows are interleaved (run 1 of every row, then run 2, ...) so a noisy minute on this shared
 //! machine hits every row alike, and each figure is the median of the runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -137,6 +140,10 @@ struct Run {
     max_rss_kib: u64,
     /// Compressed bytes, when the row compresses.
     out_bytes: Option<u64>,
+    /// Busy time of the whole machine over the run, as a fraction of all cores.
+    busy: f64,
+    /// Busy fraction of core 0, the core one-core rows are pinned to.
+    busy_core0: f64,
 }
 
 /// A row: a shell command and what it reads.
@@ -188,6 +195,34 @@ fn proc_cpu(pid: u32, children: bool) -> f64 {
     ticks as f64 / CLK_TCK
 }
 
+/// Busy and total jiffies of the whole machine (`cpu`) and of core 0 (`cpu0`) from
+/// `/proc/stat`: busy is everything but idle and iowait.
+fn cpu_jiffies() -> [(u64, u64); 2] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let line = |name: &str| {
+        let f: Vec<u64> = stat
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("/proc/stat has no {name} line"))
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let total: u64 = f.iter().take(8).sum();
+        (total - f[3] - f[4], total)
+    };
+    [line("cpu"), line("cpu0")]
+}
+
+fn busy_between(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let total = after.1.saturating_sub(before.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    after.0.saturating_sub(before.0) as f64 / total as f64
+}
+
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -196,6 +231,7 @@ fn measure(env: &Env, command: &str, output: Output) -> Run {
     let times = tempfile::NamedTempFile::new().unwrap();
     let sshd_before = proc_cpu(env.sshd.pid(), true);
     let s3_before = proc_cpu(env.s3_pid, false);
+    let jiffies_before = cpu_jiffies();
     let started = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "%U %S %M", "-o"])
@@ -209,6 +245,7 @@ fn measure(env: &Env, command: &str, output: Output) -> Run {
         .output()
         .unwrap();
     let wall = started.elapsed().as_secs_f64();
+    let jiffies_after = cpu_jiffies();
     assert!(
         out.status.success(),
         "{command} failed: {}\n{}",
@@ -245,6 +282,8 @@ fn measure(env: &Env, command: &str, output: Output) -> Run {
         s3_cpu,
         max_rss_kib: v[2] as u64,
         out_bytes,
+        busy: busy_between(jiffies_before[0], jiffies_after[0]),
+        busy_core0: busy_between(jiffies_before[1], jiffies_after[1]),
     }
 }
 
@@ -273,6 +312,8 @@ struct Stats {
     s3_per_gib: f64,
     rss_mib: f64,
     rss_max_mib: f64,
+    busy: f64,
+    busy_core0: f64,
 }
 
 fn stats(row: &Row) -> Stats {
@@ -297,6 +338,8 @@ fn stats(row: &Row) -> Stats {
             .iter()
             .map(|r| r.max_rss_kib as f64 / 1024.0)
             .fold(0.0, f64::max),
+        busy: m(&|r| r.busy),
+        busy_core0: m(&|r| r.busy_core0),
     }
 }
 
@@ -492,6 +535,36 @@ fn main() {
                 Output::Json("object_bytes"),
             );
         }
+        if kind == "logs" {
+            // One core (issue 15): gzship pinned to core 0 beside gzship's compression alone
+            // pinned there, the ceiling it is held to. sshd and the S3 server are not pinned.
+            add(
+                &mut rows,
+                "compress-6-logs-1core",
+                "gzship compression alone, level 6, 4 MiB blocks, 1 thread, `taskset -c 0`".into(),
+                "one-core",
+                file,
+                kind,
+                size,
+                format!("taskset -c 0 {} --compress-only {f} 6 4 1", q(&me)),
+                Output::Json("out"),
+            );
+            add(
+                &mut rows,
+                "gzship-6-1t-logs-1core",
+                "`taskset -c 0 gzship run` level 6, 1 task (one core)".into(),
+                "one-core",
+                file,
+                kind,
+                size,
+                format!(
+                    "exec taskset -c 0 {} --level 6 --tasks 1 {} s3://{BUCKET}/gzship-6-1-logs-1core.gz",
+                    env.gzship,
+                    src_url(file)
+                ),
+                Output::Json("object_bytes"),
+            );
+        }
         if kind == "random" {
             // Parts as big as the planner picks for sources of about 5 TiB: spooled to the
             // system's temporary directory at the default part memory, held in memory with
@@ -527,7 +600,7 @@ fn main() {
         }
     }
     if let Some(only) = &args.only {
-        rows.retain(|r| r.id.contains(only.as_str()));
+        rows.retain(|r| only.split(',').any(|o| r.id.contains(o)));
     }
 
     // gzip -6 on one core: the ratio to hold gzship to (not timed against anything).
@@ -546,7 +619,7 @@ fn main() {
         for row in rows.iter_mut() {
             let run = measure(&env, &row.command, row.output);
             eprintln!(
-                "run {}/{} {:<22} {:>7.1} MB/s  client {:>5.2}s  sshd {:>5.2}s  s3 {:>5.2}s  rss {:>6.1} MiB{}",
+                "run {}/{} {:<22} {:>7.1} MB/s  client {:>5.2}s  sshd {:>5.2}s  s3 {:>5.2}s  busy {:>4.1}% (core 0 {:>4.1}%)  rss {:>6.1} MiB{}",
                 rep + 1,
                 args.repeat,
                 row.id,
@@ -554,6 +627,8 @@ fn main() {
                 run.client_cpu,
                 run.sshd_cpu,
                 run.s3_cpu,
+                100.0 * run.busy,
+                100.0 * run.busy_core0,
                 run.max_rss_kib as f64 / 1024.0,
                 run.out_bytes
                     .map(|o| format!("  ratio {:.3}", row.size as f64 / o as f64))
@@ -655,12 +730,21 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
         args.dir.display(),
         args.repeat
     );
-    md.push_str("| row | input | MB/s | ratio | CPU s/GiB (client + sshd) | client | sshd | S3 server (not counted) | peak RSS MiB (max) |\n");
-    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    md.push_str("| row | input | MB/s | ratio | CPU s/GiB (client + sshd) | client | sshd | S3 server (not counted) | cores busy | peak RSS MiB (max) |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (r, s) in &all {
+        let busy = if r.group == "one-core" {
+            format!(
+                "{:.1}% (core 0: {:.1}%)",
+                100.0 * s.busy,
+                100.0 * s.busy_core0
+            )
+        } else {
+            format!("{:.1}%", 100.0 * s.busy)
+        };
         let _ = writeln!(
             md,
-            "| {} | {} {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} ({:.0}) |",
+            "| {} | {} {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {busy} | {:.0} ({:.0}) |",
             // A `|` inside a table cell ends the cell, even in a code span.
             r.label.replace('|', "\\|"),
             human(r.size),
@@ -720,7 +804,33 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
                 "value": s.rss_max_mib, "holds": s.rss_max_mib < 512.0 }));
         }
     }
-    md.push_str("\n| target (issue 7) | measured | holds |\n|---|---:|---|\n");
+    // Issue 15's targets: gzship's own CPU next to its compression alone, on all cores and
+    // pinned to one.
+    for id in [
+        "gzship-6-1t-logs".to_string(),
+        format!("gzship-6-{}t-logs", args.tasks),
+    ] {
+        if let (Some(g), Some(c)) = (find(&id), compress) {
+            let x = g.client_per_gib / c.client_per_gib;
+            targets.push(json!({
+                "target": format!("{id}: gzship's CPU/GiB <= 1.08x compression alone's"),
+                "value": x, "holds": x <= 1.08 }));
+        }
+    }
+    if let (Some(g), Some(c)) = (
+        find("gzship-6-1t-logs-1core"),
+        find("compress-6-logs-1core"),
+    ) {
+        let x = g.mb_s / c.mb_s;
+        targets.push(json!({
+            "target": "one core: gzship's throughput >= 0.90x compression alone's",
+            "value": x, "holds": x >= 0.90 }));
+        let x = g.client_per_gib / c.client_per_gib;
+        targets.push(json!({
+            "target": "one core: gzship's CPU/GiB <= 1.08x compression alone's",
+            "value": x, "holds": x <= 1.08 }));
+    }
+    md.push_str("\n| target (issues 7 and 15) | measured | holds |\n|---|---:|---|\n");
     for t in &targets {
         let _ = writeln!(
             md,
@@ -737,7 +847,11 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
     md.push_str(
         "\nCPU counts every process of the row: under `/usr/bin/time` (ssh, pigz, the uploader, \
          gzship) plus the sshd side (session processes, sftp-server or the remote `cat`). Peak \
-         RSS is the largest client process: gzship itself in gzship rows.\n",
+         RSS is the largest client process: gzship itself in gzship rows. Cores busy is the \
+         whole machine's busy time over the run (`/proc/stat`: all but idle and iowait) as a \
+         fraction of all cores, other work on the machine included; one-core rows pin the client \
+         to core 0 and give that core's busy fraction too (sshd and the S3 server are not \
+         pinned).\n",
     );
 
     let json_rows: Vec<Value> = all
@@ -751,9 +865,11 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
                 "cpu_s_per_gib": s.cpu_per_gib, "client_cpu_s_per_gib": s.client_per_gib,
                 "sshd_cpu_s_per_gib": s.sshd_per_gib, "s3_server_cpu_s_per_gib": s.s3_per_gib,
                 "peak_rss_mib": s.rss_mib, "peak_rss_max_mib": s.rss_max_mib,
+                "cores_busy": s.busy, "core0_busy": s.busy_core0,
                 "runs": r.runs.iter().map(|x| json!({
                     "seconds": x.wall, "client_cpu_s": x.client_cpu, "sshd_cpu_s": x.sshd_cpu,
                     "s3_server_cpu_s": x.s3_cpu, "max_rss_kib": x.max_rss_kib,
+                    "cores_busy": x.busy, "core0_busy": x.busy_core0,
                     "compressed_bytes": x.out_bytes })).collect::<Vec<_>>(),
             })
         })
@@ -767,7 +883,7 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
     std::fs::create_dir_all(&args.out).unwrap();
     // A partial run (--only) must not overwrite the day's full table.
     let stem = match &args.only {
-        Some(only) => args.out.join(format!("{date}-{only}")),
+        Some(only) => args.out.join(format!("{date}-{}", only.replace(',', "+"))),
         None => args.out.join(&date),
     };
     std::fs::write(stem.with_extension("md"), &md).unwrap();
