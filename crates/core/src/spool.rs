@@ -204,7 +204,7 @@ impl PartStorage {
     pub fn sink(&self, part_size: u64) -> Box<dyn PartSink + Send> {
         match self.spool_dir() {
             Some(dir) => Box::new(SpoolSink::new(dir)),
-            None => Box::new(crate::assemble::MemorySink::new(part_size)),
+            None => Box::new(crate::assemble::MemorySink::new(part_size, self.uploads)),
         }
     }
 }

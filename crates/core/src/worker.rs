@@ -19,11 +19,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::task::JoinSet;
 
-use crate::assemble::{Part, PartAssembler, PartSink};
+use crate::assemble::{BufferPool, Part, PartAssembler, PartSink};
 use crate::error::{Error, Result};
 use crate::gzip::{self, BlockCompressor, Level, Member};
 use crate::source::Source;
@@ -161,9 +161,20 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     // pipeline keeps going while every compression slot is busy (polled only on demand, it
     // would stall and refill after each block). Dropping `reader` stops it.
     let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_BLOCKS);
+    // Blocks alive at once: those compressing, those in the channel, one waiting to be sent
+    // and one being filled; each goes back to the pool once compressed.
+    let block_buffers = BufferPool::new(
+        task.block_size as usize,
+        tuning.compress_parallelism + READ_AHEAD_BLOCKS + 2,
+    );
     let mut reader = JoinSet::new();
     reader.spawn(read_ahead(
-        blocks(chunks, task.range.start(), task.block_size as usize),
+        blocks(
+            chunks,
+            task.range.start(),
+            task.block_size as usize,
+            block_buffers,
+        ),
         tx,
     ));
     let mut members = tokio_stream_of(rx)
@@ -267,42 +278,55 @@ fn tokio_stream_of<T: Send + 'static>(
 }
 
 /// Cuts a stream of chunks into blocks of `block_size` bytes (the last may be shorter), each
-/// with its source offset.
+/// with its source offset. Each block is one copy of its chunks into a buffer of `buffers`,
+/// which the buffer rejoins when the block is dropped (compressed).
 fn blocks(
     chunks: crate::source::ByteStream,
     start: u64,
     block_size: usize,
+    buffers: BufferPool,
 ) -> impl Stream<Item = Result<(u64, Bytes)>> + Send {
     struct State {
         chunks: crate::source::ByteStream,
-        pending: BytesMut,
+        buffers: BufferPool,
+        /// The part of the last chunk past the last block.
+        rest: Bytes,
         offset: u64,
         done: bool,
     }
     let state = State {
         chunks,
-        pending: BytesMut::with_capacity(block_size),
+        buffers,
+        rest: Bytes::new(),
         offset: start,
         done: false,
     };
     futures::stream::try_unfold(state, move |mut st| async move {
-        while !st.done && st.pending.len() < block_size {
+        let mut block = st.buffers.take();
+        let mut chunk = std::mem::take(&mut st.rest);
+        loop {
+            let room = block_size - block.len();
+            if chunk.len() > room {
+                st.rest = chunk.split_off(room);
+            }
+            block.extend_from_slice(&chunk);
+            if block.len() == block_size || st.done {
+                break;
+            }
             match st.chunks.next().await {
-                Some(chunk) => st.pending.extend_from_slice(&chunk?),
-                None => st.done = true,
+                Some(next) => chunk = next?,
+                None => {
+                    st.done = true;
+                    chunk = Bytes::new();
+                }
             }
         }
-        if st.pending.is_empty() {
+        if block.is_empty() {
             return Ok(None);
         }
-        let take = st.pending.len().min(block_size);
-        let block = st.pending.split_to(take).freeze();
-        if st.pending.capacity() < block_size {
-            st.pending.reserve(block_size);
-        }
         let offset = st.offset;
-        st.offset += take as u64;
-        Ok(Some(((offset, block), st)))
+        st.offset += block.len() as u64;
+        Ok(Some(((offset, st.buffers.freeze(block)), st)))
     })
 }
 
@@ -423,5 +447,98 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
         self.wait_all().await?;
         self.done.sort_by_key(|p| p.number);
         Ok(self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Cuts `chunks` (of these sizes, numbered bytes) into blocks and checks them.
+    fn cut(chunk_sizes: &[usize], block_size: usize) {
+        let data: Vec<u8> = (0..chunk_sizes.iter().sum::<usize>())
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut at = 0;
+        let chunks: Vec<Result<Bytes>> = chunk_sizes
+            .iter()
+            .map(|&n| {
+                at += n;
+                Ok(Bytes::copy_from_slice(&data[at - n..at]))
+            })
+            .collect();
+        let pool = BufferPool::new(block_size, 4);
+        let got: Vec<(u64, Bytes)> = block_on(
+            blocks(
+                futures::stream::iter(chunks).boxed(),
+                1000,
+                block_size,
+                pool,
+            )
+            .try_collect(),
+        )
+        .unwrap();
+        let mut offset = 1000;
+        for (i, (o, block)) in got.iter().enumerate() {
+            assert_eq!(*o, offset);
+            if i + 1 < got.len() {
+                assert_eq!(block.len(), block_size);
+            } else {
+                assert!((1..=block_size).contains(&block.len()));
+            }
+            let start = (offset - 1000) as usize;
+            assert_eq!(&block[..], &data[start..start + block.len()]);
+            offset += block.len() as u64;
+        }
+        assert_eq!(offset - 1000, data.len() as u64);
+    }
+
+    #[test]
+    fn blocks_hold_the_chunks_in_order() {
+        cut(&[], 4);
+        cut(&[0, 0], 4);
+        cut(&[4], 4);
+        cut(&[3, 0, 5, 1], 4);
+        cut(&[10], 3);
+        cut(&[1; 9], 4);
+    }
+
+    #[test]
+    fn blocks_reuse_the_buffers_of_compressed_blocks() {
+        let pool = BufferPool::new(8, 4);
+        let chunks = futures::stream::iter((0..4).map(|_| Ok(Bytes::from(vec![7u8; 8])))).boxed();
+        let mut stream = std::pin::pin!(blocks(chunks, 0, 8, pool));
+        block_on(async {
+            let (_, first) = stream.next().await.unwrap().unwrap();
+            let at = first.as_ptr();
+            drop(first);
+            let (_, second) = stream.next().await.unwrap().unwrap();
+            assert_eq!(
+                second.as_ptr(),
+                at,
+                "a new buffer instead of the returned one"
+            );
+            let (_, third) = stream.next().await.unwrap().unwrap();
+            assert_ne!(third.as_ptr(), at, "a buffer lent twice");
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_chunks_make_exact_blocks(
+            sizes in prop::collection::vec(0usize..3000, 0..40),
+            block_size in 1usize..5000,
+        ) {
+            cut(&sizes, block_size);
+        }
     }
 }
