@@ -9,21 +9,13 @@ use std::process::Output;
 use std::time::SystemTime;
 
 use gzship_core::job::DEFAULT_JOBS_PREFIX;
+use gzship_testkit::set_mtime;
 
 use super::*;
 
 /// An hour ago: older than any `--stable-for` the tests give but `1d`.
 fn an_hour_ago() -> SystemTime {
     SystemTime::now() - Duration::from_secs(3600)
-}
-
-fn set_mtime(path: &Path, at: SystemTime) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(at)
-        .unwrap();
 }
 
 /// The lines of a scan's `--json` output: one object per file, then the summary.

@@ -14,6 +14,7 @@ use gzship_lambda::master::{MasterDeps, MasterResponse, handle_event};
 use gzship_lambda::queue::ArrivalQueue;
 use gzship_testkit::data::{DataKind, write_file};
 use gzship_testkit::s3::S3Server;
+use gzship_testkit::set_mtime;
 use gzship_testkit::sshd::Sshd;
 use serde_json::json;
 
@@ -30,15 +31,6 @@ impl Invoker for NoTasks {
     fn time_limit(&self) -> Option<Duration> {
         Some(Duration::from_secs(900))
     }
-}
-
-fn set_mtime(path: &std::path::Path, at: SystemTime) {
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(at)
-        .unwrap();
 }
 
 #[tokio::test]

@@ -29,3 +29,13 @@ pub mod sftpd;
 pub mod sshd;
 pub mod stepfunctions;
 pub mod watch;
+
+/// Sets the modification time of the file at `path` (a file "written an hour ago" for the
+/// scans' stability rule); panics on failure.
+pub fn set_mtime(path: &std::path::Path, at: std::time::SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(at))
+        .unwrap_or_else(|e| panic!("set the mtime of {}: {e}", path.display()));
+}
