@@ -12,6 +12,8 @@
 #   bash bench/run.sh --repeat 5 --size-mib 2048 --big-size-mib 0 --tasks 8
 #   bash bench/run.sh --only gzship-6       # rows whose id contains this (or any of a,b,c)
 #   bash bench/run.sh --only compress-6-logs,gzship-6-1t-logs --big-size-mib 0   # issue 15's rows
+#   bash bench/run.sh --only 1t-logs --one-core-levels 1,2,3,4,5,6,7,8,9 --size-mib 256 --big-size-mib 0
+#                                           # a worker vCPU's speed per level (duration model)
 #   bash bench/run.sh --micro               # block compression and part assembly only
 #
 # Not part of scripts/test: it measures, it does not assert.

@@ -44,6 +44,8 @@ struct Args {
     repeat: usize,
     tasks: u32,
     only: Option<String>,
+    /// Levels of the one-core `gzship run` rows (`--one-core-levels 1,6,9`; default 6).
+    one_core_levels: Vec<u8>,
 }
 
 fn parse_args() -> Args {
@@ -57,6 +59,7 @@ fn parse_args() -> Args {
         repeat: 3,
         tasks: 4,
         only: None,
+        one_core_levels: vec![6],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,9 +83,12 @@ fn parse_args() -> Args {
             "--repeat" => a.repeat = value.parse().unwrap(),
             "--tasks" => a.tasks = value.parse().unwrap(),
             "--only" => a.only = Some(value),
+            "--one-core-levels" => {
+                a.one_core_levels = value.split(',').map(|l| l.parse().unwrap()).collect()
+            }
             _ => panic!(
                 "unknown option {flag}: --gzship --s3lite --dir --out --size-mib --big-size-mib \
-                 --repeat --tasks --only"
+                 --repeat --tasks --only --one-core-levels"
             ),
         }
     }
@@ -512,8 +518,13 @@ fn main() {
             ),
             Output::Json("bytes"),
         );
-        for (level, tasks) in [(6, 1), (6, args.tasks), (1, 1), (1, args.tasks)] {
-            if kind == "random" && (level == 1 || tasks == 1) {
+        // Two-core rows of the one-core levels too, for the second vCPU's worth.
+        let more_levels = args.one_core_levels.iter().filter(|l| ![1, 6].contains(*l));
+        let runs = [(6, 1), (6, args.tasks), (1, 1), (1, args.tasks)]
+            .into_iter()
+            .chain(more_levels.map(|&l| (l, 1)));
+        for (level, tasks) in runs {
+            if kind == "random" && (level != 6 || tasks == 1) {
                 continue;
             }
             add(
@@ -549,21 +560,24 @@ fn main() {
                 format!("taskset -c 0 {} --compress-only {f} 6 4 1", q(&me)),
                 Output::Json("out"),
             );
-            add(
-                &mut rows,
-                "gzship-6-1t-logs-1core",
-                "`taskset -c 0 gzship run` level 6, 1 task (one core)".into(),
-                "one-core",
-                file,
-                kind,
-                size,
-                format!(
-                    "exec taskset -c 0 {} --level 6 --tasks 1 {} s3://{BUCKET}/gzship-6-1-logs-1core.gz",
-                    env.gzship,
-                    src_url(file)
-                ),
-                Output::Json("object_bytes"),
-            );
+            // Per level, a worker vCPU's speed (issue 12: the duration model's table).
+            for &level in &args.one_core_levels {
+                add(
+                    &mut rows,
+                    &format!("gzship-{level}-1t-logs-1core"),
+                    format!("`taskset -c 0 gzship run` level {level}, 1 task (one core)"),
+                    "one-core",
+                    file,
+                    kind,
+                    size,
+                    format!(
+                        "exec taskset -c 0 {} --level {level} --tasks 1 {} s3://{BUCKET}/gzship-{level}-1-logs-1core.gz",
+                        env.gzship,
+                        src_url(file)
+                    ),
+                    Output::Json("object_bytes"),
+                );
+            }
         }
         if kind == "random" {
             // Parts as big as the planner picks for sources of about 5 TiB: spooled to the
