@@ -20,7 +20,9 @@ use clap::Args;
 use serde::Serialize;
 
 use gzship_core::assemble::part_sizes;
-use gzship_core::duration::{DurationModel, MASTER_MARGIN, MASTER_OVERHEAD};
+use gzship_core::duration::{
+    DurationModel, MASTER_MARGIN, MASTER_OVERHEAD, MAX_VCPUS, MIB_PER_VCPU, WorkerSpeed,
+};
 use gzship_core::gzip;
 use gzship_core::plan;
 use gzship_core::types::MIB;
@@ -54,15 +56,15 @@ pub const TRANSITIONS_PER_TASK: u64 = 2;
 /// completion step, the end.
 pub const TRANSITIONS_PER_JOB: u64 = 3;
 
+/// Worker memory in MiB assumed without `GZSHIP_WORKER_MEMORY`: the template's default.
+pub const DEFAULT_WORKER_MEMORY_MIB: u32 = 3008;
+
 /// Options of `gzship estimate`.
 #[derive(Debug, Clone, Args)]
 pub struct EstimateArgs {
     /// Size of the source file, e.g. 100GiB or 40TiB.
     #[arg(long, value_parser = crate::parse_size)]
     size: u64,
-    /// Worker function memory in MB (the template's WorkerMemory).
-    #[arg(long, default_value_t = 3008)]
-    memory_mb: u32,
     /// Master function memory in MB (the template's).
     #[arg(long, default_value_t = 512)]
     master_memory_mb: u32,
@@ -146,7 +148,19 @@ impl EstimateArgs {
     /// The assumptions and the planner's tuning, from the settings (Lambda's defaults).
     fn assumptions(&self) -> anyhow::Result<(Assumptions, plan::Tuning)> {
         let settings = self.flags.parse()?;
-        let vcpus = (f64::from(self.memory_mb) / 1769.0).ceil().clamp(1.0, 6.0) as u32;
+        // The worker's memory (GZSHIP_WORKER_MEMORY, else the template's default) sets its
+        // vCPUs and, unless GZSHIP_WORKER_MB_PER_S is given, its speed at the level.
+        let memory_mb = settings
+            .model
+            .worker_memory
+            .map_or(DEFAULT_WORKER_MEMORY_MIB, |bytes| (bytes >> 20) as u32);
+        let speed = match settings.model.worker_mb_per_s {
+            Some(mb) => WorkerSpeed::Fixed(mb),
+            None => WorkerSpeed::Memory(f64::from(memory_mb)),
+        };
+        let vcpus = (f64::from(memory_mb) / MIB_PER_VCPU)
+            .ceil()
+            .clamp(1.0, MAX_VCPUS) as u32;
         // A worker's cores come from its memory, not from this machine's.
         let compress_parallelism = if self.flags.given("GZSHIP_COMPRESS_PARALLELISM") {
             settings.worker.compress_parallelism as u32
@@ -156,8 +170,8 @@ impl EstimateArgs {
         let a = Assumptions {
             size: self.size,
             source_mb_s: settings.model.source_mb_per_s,
-            worker_mb_s: settings.model.worker_mb_per_s,
-            memory_mb: self.memory_mb,
+            worker_mb_s: speed.mb_per_s(settings.level),
+            memory_mb,
             master_memory_mb: self.master_memory_mb,
             worker_timeout_s: settings.model.worker_timeout.as_secs() as u32,
             master_timeout_s: settings.model.master_timeout.as_secs() as u32,

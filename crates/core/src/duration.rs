@@ -6,7 +6,55 @@
 
 use std::time::Duration;
 
+use crate::gzip::Level;
 use crate::plan::{Plan, Tuning};
+
+/// Lambda's memory for one vCPU: a function gets CPU in proportion to its memory, one vCPU's
+/// worth at 1,769 MB (MiB, as Lambda counts), six at the 10,240 MB maximum.
+pub const MIB_PER_VCPU: f64 = 1769.0;
+
+/// Most vCPUs a Lambda function gets.
+pub const MAX_VCPUS: f64 = 6.0;
+
+/// Source MB/s one vCPU of a worker manages end to end (SFTP read and decryption,
+/// compression, part assembly, upload) at levels 1 to 9, on generated web logs (ratio 7.6 at
+/// level 1, 9.3 at 6, 9.9 at 9). Level 6 is gzship pinned to one core of a 2.1 GHz Intel Xeon,
+/// the slowest core measured here: 78 MB/s (issue 15). The other levels keep level 6's
+/// proportion to gzship's own CPU-seconds per GiB at each level, measured pinned to one core
+/// of an AMD EPYC with the other core busy (`bash bench/run.sh --only 1t-logs
+/// --one-core-levels 1,2,3,4,5,6,7,8,9 --size-mib 256 --big-size-mib 0`,
+/// bench/results/2026-11-30-1t-logs.md: 6.20 CPU-s/GiB at level 1 to 28.44 at 9). The
+/// [`TIME_LIMIT_SHARE`] of a task's time limit kept spare covers data that compresses slower.
+const MB_PER_S_PER_VCPU: [f64; 9] = [137.0, 122.0, 118.0, 101.0, 90.0, 78.0, 61.0, 35.0, 30.0];
+
+/// What a second and later vCPU adds, relative to the first: compression runs on every core,
+/// the SFTP reader and uploads share them. On the Xeon, one task on two cores made 148 MB/s
+/// against 78 on one core, with the SSH server on the same two cores (issue 15).
+const MORE_VCPUS_EFFICIENCY: f64 = 0.9;
+
+/// How fast one worker is assumed to be.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WorkerSpeed {
+    /// Source MB/s, whatever the level (`GZSHIP_WORKER_MB_PER_S`).
+    Fixed(f64),
+    /// From the worker function's memory in MiB (`GZSHIP_WORKER_MEMORY`): its vCPUs times the
+    /// measured speed of one at the job's level.
+    Memory(f64),
+}
+
+impl WorkerSpeed {
+    /// Source MB/s of one worker compressing at `level`.
+    pub fn mb_per_s(self, level: Level) -> f64 {
+        match self {
+            WorkerSpeed::Fixed(mb) => mb,
+            WorkerSpeed::Memory(mib) => {
+                let vcpus = (mib / MIB_PER_VCPU).min(MAX_VCPUS);
+                let one = MB_PER_S_PER_VCPU[usize::from(level.get() - 1)];
+                one * vcpus.min(1.0) + one * MORE_VCPUS_EFFICIENCY * (vcpus - 1.0).max(0.0)
+            }
+        }
+    }
+}
 
 /// Seconds a task spends before its first byte: a Lambda cold start, the SSH handshake, a stat.
 pub const TASK_OVERHEAD: Duration = Duration::from_millis(1500);
@@ -136,6 +184,72 @@ mod tests {
             concurrency,
             start_interval: Duration::from_millis(200),
         }
+    }
+
+    /// Issue 12, item 7: a worker's speed follows its memory (Lambda's vCPUs) and the level.
+    #[test]
+    fn worker_speed_follows_memory_and_level() {
+        let level = |n| Level::new(n).unwrap();
+        let one = WorkerSpeed::Memory(MIB_PER_VCPU).mb_per_s(level(6));
+        assert_eq!(one, MB_PER_S_PER_VCPU[5]);
+        // Below one vCPU, a share of one; above, the second is worth a little less.
+        assert_eq!(
+            WorkerSpeed::Memory(MIB_PER_VCPU / 2.0).mb_per_s(level(6)),
+            one / 2.0
+        );
+        let two = WorkerSpeed::Memory(2.0 * MIB_PER_VCPU).mb_per_s(level(6));
+        assert_eq!(two, one * (1.0 + MORE_VCPUS_EFFICIENCY));
+        assert!(two > one && two <= 2.0 * one);
+        // In proportion up to Lambda's 10,240 MB (5.8 vCPUs' worth; Lambda says six), never
+        // more than six.
+        assert!(
+            WorkerSpeed::Memory(10_240.0).mb_per_s(level(6))
+                < WorkerSpeed::Memory(6.0 * MIB_PER_VCPU).mb_per_s(level(6))
+        );
+        assert_eq!(
+            WorkerSpeed::Memory(20_000.0).mb_per_s(level(6)),
+            WorkerSpeed::Memory(6.0 * MIB_PER_VCPU).mb_per_s(level(6))
+        );
+        // Higher levels are slower, level by level.
+        for n in 1..9 {
+            assert!(
+                WorkerSpeed::Memory(3008.0).mb_per_s(level(n))
+                    > WorkerSpeed::Memory(3008.0).mb_per_s(level(n + 1)),
+                "level {n}"
+            );
+        }
+        // A fixed speed is the same at every level.
+        assert_eq!(WorkerSpeed::Fixed(42.0).mb_per_s(level(1)), 42.0);
+        assert_eq!(WorkerSpeed::Fixed(42.0).mb_per_s(level(9)), 42.0);
+    }
+
+    /// The README's table of a worker's speed is the one the master plans with.
+    #[test]
+    fn the_readme_table_of_worker_speeds_matches() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+        )
+        .unwrap();
+        let row = |label: &str| -> Vec<f64> {
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| {label} |")))
+                .unwrap_or_else(|| panic!("README has no row {label:?}"));
+            line.split('|')
+                .skip(2)
+                .filter(|c| !c.trim().is_empty())
+                .map(|c| c.trim().parse().unwrap())
+                .collect()
+        };
+        assert_eq!(row("MB/s per vCPU"), MB_PER_S_PER_VCPU);
+        let worker: Vec<f64> = (1..=9)
+            .map(|n| {
+                WorkerSpeed::Memory(3008.0)
+                    .mb_per_s(Level::new(n).unwrap())
+                    .round()
+            })
+            .collect();
+        assert_eq!(row("3,008 MB worker (1.7 vCPUs)"), worker);
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::AccessPolicy;
-use crate::duration::DurationModel;
+use crate::duration::{DurationModel, WorkerSpeed};
 use crate::error::{Error, Result, chain};
 use crate::gzip::{self, Level};
 use crate::invoke::Invoker;
@@ -46,9 +46,9 @@ pub struct MasterConfig {
     /// race can survive the first abort (the bucket's lifecycle rule still removes it); too
     /// long: a failing job takes longer to report.
     pub drain_timeout: Duration,
-    /// Source bytes a second one worker is assumed to manage (default 50 MB/s: a slow single
+    /// How fast one worker is assumed to be (default 50 MB/s at any level: a slow single
     /// core at level 9). With the invoker's time limit it sizes tasks; see [`DurationModel`].
-    pub worker_mb_per_s: f64,
+    pub worker_speed: WorkerSpeed,
     /// What the source server delivers in total, in MB/s, shared by the tasks running;
     /// `None` (default): no cap.
     pub source_mb_per_s: Option<f64>,
@@ -83,7 +83,7 @@ impl Default for MasterConfig {
                 max: Duration::from_secs(30),
             },
             drain_timeout: Duration::from_secs(30),
-            worker_mb_per_s: 50.0,
+            worker_speed: WorkerSpeed::Fixed(50.0),
             source_mb_per_s: None,
             policy: AccessPolicy::default(),
             cancel: CancellationToken::new(),
@@ -95,10 +95,10 @@ impl Default for MasterConfig {
 }
 
 impl MasterConfig {
-    /// The duration model of jobs run with this configuration.
-    pub fn duration_model(&self) -> DurationModel {
+    /// The duration model of jobs run with this configuration at `level`.
+    pub fn duration_model(&self, level: Level) -> DurationModel {
         DurationModel {
-            worker_bytes_per_s: self.worker_mb_per_s * 1e6,
+            worker_bytes_per_s: self.worker_speed.mb_per_s(level) * 1e6,
             source_bytes_per_s: self.source_mb_per_s.map(|mb| mb * 1e6),
             concurrency: self.concurrency,
             start_interval: self.start_interval,
@@ -178,7 +178,9 @@ where
     }
     let mut tuning = request.tuning.clone();
     if let Some(limit) = time_limit {
-        config.duration_model().cap_tasks(&mut tuning, limit);
+        config
+            .duration_model(request.level)
+            .cap_tasks(&mut tuning, limit);
     }
     let plan = plan::plan(stat.size, &tuning)?;
     tracing::info!(

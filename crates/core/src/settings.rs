@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::config::AccessPolicy;
-use crate::duration::DurationModel;
+use crate::duration::{DurationModel, WorkerSpeed};
 use crate::error::{Error, Result};
 use crate::gzip::Level;
 use crate::master::MasterConfig;
@@ -750,9 +750,19 @@ pub static SETTINGS: &[Setting] = &[
         MbPerS,
         Model,
         Only::Both,
-        Value("50"),
+        Unset("from GZSHIP_WORKER_MEMORY and the level, else 50"),
         "source MB/s one worker is assumed to read, compress and upload",
-        "Sizes tasks to a worker's time limit and decides whether a job fits the master's. 50 is a slow single core at level 9; a 2-core machine measures ~300 at level 6 (bench/run.sh)."
+        "Sizes tasks to a worker's time limit and decides whether a job fits the master's. Unset: GZSHIP_WORKER_MEMORY's vCPUs times the speed of one measured at the job's level (README: Performance), or 50 (a slow single core at level 9) without it. Too high: tasks outlast the worker's timeout on slow data."
+    ),
+    setting!(
+        "worker-memory",
+        "GZSHIP_WORKER_MEMORY",
+        Size,
+        Model,
+        Only::Both,
+        Unset("unknown"),
+        "the worker function's memory (the template's WorkerMemory, in MiB: 3008MiB)",
+        "Lambda gives one vCPU per 1,769 MiB (six at most); the assumed worker speed follows it unless GZSHIP_WORKER_MB_PER_S is set. The template passes it; `gzship estimate` assumes 3008MiB without it."
     ),
     setting!(
         "source-mb-per-s",
@@ -923,8 +933,12 @@ pub struct Settings {
 /// The inputs of the duration model that are not the master's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelSettings {
-    /// `GZSHIP_WORKER_MB_PER_S`.
-    pub worker_mb_per_s: f64,
+    /// `GZSHIP_WORKER_MB_PER_S`, as given.
+    pub worker_mb_per_s: Option<f64>,
+    /// `GZSHIP_WORKER_MB_PER_S`, or what `GZSHIP_WORKER_MEMORY` makes of a worker.
+    pub worker_speed: WorkerSpeed,
+    /// `GZSHIP_WORKER_MEMORY`, in bytes.
+    pub worker_memory: Option<u64>,
     /// `GZSHIP_SOURCE_MB_PER_S`.
     pub source_mb_per_s: Option<f64>,
     /// `GZSHIP_WORKER_TIMEOUT`.
@@ -1118,10 +1132,16 @@ impl Settings {
             sse_kms_key: r.text("GZSHIP_SSE_KMS_KEY")?,
         };
 
+        let worker_memory = r.size("GZSHIP_WORKER_MEMORY")?;
+        let worker_mb_per_s = r.rate("GZSHIP_WORKER_MB_PER_S")?;
         let model = ModelSettings {
-            worker_mb_per_s: r
-                .rate("GZSHIP_WORKER_MB_PER_S")?
-                .unwrap_or(MasterConfig::default().worker_mb_per_s),
+            worker_mb_per_s,
+            worker_speed: match (worker_mb_per_s, worker_memory) {
+                (Some(mb), _) => WorkerSpeed::Fixed(mb),
+                (None, Some(bytes)) => WorkerSpeed::Memory(bytes as f64 / (1u64 << 20) as f64),
+                (None, None) => MasterConfig::default().worker_speed,
+            },
+            worker_memory,
             source_mb_per_s: r.rate("GZSHIP_SOURCE_MB_PER_S")?,
             worker_timeout: r.lambda_timeout("GZSHIP_WORKER_TIMEOUT")?,
             master_timeout: r.lambda_timeout("GZSHIP_MASTER_TIMEOUT")?,
@@ -1134,7 +1154,7 @@ impl Settings {
             dead_letter_queue: r.text("GZSHIP_DEAD_LETTER_QUEUE")?,
         };
         let master = MasterConfig {
-            worker_mb_per_s: model.worker_mb_per_s,
+            worker_speed: model.worker_speed,
             source_mb_per_s: model.source_mb_per_s,
             ..master
         };
@@ -1166,9 +1186,9 @@ impl Settings {
         Self::from_lookup(front, &|_| None).expect("every default in the settings registry parses")
     }
 
-    /// The duration model for these settings.
+    /// The duration model for these settings, at their level.
     pub fn duration_model(&self) -> DurationModel {
-        self.master.duration_model()
+        self.master.duration_model(self.level)
     }
 }
 
@@ -1491,7 +1511,7 @@ mod tests {
         assert_eq!(s.master.retry, m.retry);
         assert_eq!(s.master.drain_timeout, m.drain_timeout);
         assert_eq!(s.master.jobs_prefix, m.jobs_prefix);
-        assert_eq!(s.master.worker_mb_per_s, m.worker_mb_per_s);
+        assert_eq!(s.master.worker_speed, m.worker_speed);
         assert_eq!(s.worker, WorkerTuning::default());
         let t = SftpTuning::default();
         assert_eq!(format!("{:?}", s.sftp), format!("{t:?}"));

@@ -22,7 +22,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gzship_core::duration::{DurationModel, Schedule};
+use gzship_core::duration::{DurationModel, Schedule, WorkerSpeed};
+use gzship_core::gzip::Level;
 use gzship_core::invoke::Invoker;
 use gzship_core::job::JobRef;
 use gzship_core::master::{self, CancellationToken, MasterConfig, RunStats};
@@ -367,7 +368,7 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     };
     let fits = |size| {
         Ok::<_, Error>(
-            master_schedule(size, &job.tuning, env)?
+            master_schedule(size, job.level, &job.tuning, env)?
                 .1
                 .fits_master(env.master_timeout),
         )
@@ -376,7 +377,7 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
         match deps.state_machine {
             Some(machine) => return hand_off(job, &job_id, &source, machine, env, deps).await,
             // Refused, with what to change.
-            None => check_duration(stat.size, &job.tuning, env)?,
+            None => check_duration(stat.size, job.level, &job.tuning, env)?,
         }
     }
     let config = MasterConfig {
@@ -590,8 +591,13 @@ fn unix_millis() -> u128 {
 
 /// The plan of a job as the master would run it (tasks sized to the worker's timeout) and its
 /// schedule by the one duration model ([`gzship_core::duration`]).
-pub fn master_schedule(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<(Plan, Schedule)> {
-    let model = env.master.duration_model();
+pub fn master_schedule(
+    size: u64,
+    level: Level,
+    tuning: &Tuning,
+    env: &MasterEnv,
+) -> Result<(Plan, Schedule)> {
+    let model = env.master.duration_model(level);
     let mut tuning = tuning.clone();
     model.cap_tasks(&mut tuning, env.worker_timeout);
     let plan = plan::plan(size, &tuning)?;
@@ -605,9 +611,9 @@ pub fn master_schedule(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<(P
 /// share of the source's bandwidth; the schedule must end
 /// [`MASTER_MARGIN`](gzship_core::duration::MASTER_MARGIN) before the timeout ([`Schedule::fits_master`]).
 /// Says what to change. A master with a state machine runs such a job there instead.
-pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
-    let model = env.master.duration_model();
-    let (plan, schedule) = master_schedule(size, tuning, env)?;
+pub fn check_duration(size: u64, level: Level, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
+    let model = env.master.duration_model(level);
+    let (plan, schedule) = master_schedule(size, level, tuning, env)?;
     let budget = Schedule::master_budget_secs(env.master_timeout);
     if schedule.fits_master(env.master_timeout) {
         return Ok(());
@@ -650,10 +656,18 @@ pub fn check_duration(size: u64, tuning: &Tuning, env: &MasterEnv) -> Result<()>
         size,
         reason: format!(
             "its {tasks} tasks of up to {longest} bytes take about {:.0} s each at {:.0} MB/s \
-             per worker (GZSHIP_WORKER_MB_PER_S{}); {} at a time the job takes about {:.0} s, \
-             more than the {budget:.0} s the master has inside its {} s timeout: {advice}",
+             per worker ({}{}); {} at a time the job takes about {:.0} s, more than the \
+             {budget:.0} s the master has inside its {} s timeout: {advice}",
             schedule.longest_secs,
             schedule.worker_bytes_per_s / 1e6,
+            match env.master.worker_speed {
+                WorkerSpeed::Fixed(_) => "GZSHIP_WORKER_MB_PER_S".to_owned(),
+                WorkerSpeed::Memory(mib) => format!(
+                    "level {} on a worker of {mib:.0} MiB, GZSHIP_WORKER_MEMORY; more memory is \
+                     faster",
+                    level.get()
+                ),
+            },
             if env.master.source_mb_per_s.is_some() {
                 ", shared with GZSHIP_SOURCE_MB_PER_S"
             } else {
@@ -727,27 +741,27 @@ mod tests {
     #[test]
     fn jobs_that_fit_the_masters_timeout_pass() {
         let env = env();
-        check_duration(100 * GIB, &Tuning::default(), &env).unwrap();
-        check_duration(0, &Tuning::default(), &env).unwrap();
+        check_duration(100 * GIB, Level::default(), &Tuning::default(), &env).unwrap();
+        check_duration(0, Level::default(), &Tuning::default(), &env).unwrap();
     }
 
     #[test]
     fn jobs_too_long_for_the_master_say_what_to_change() {
         let env = env();
-        let err = check_duration(TIB, &Tuning::default(), &env)
+        let err = check_duration(TIB, Level::default(), &Tuning::default(), &env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("GZSHIP_CONCURRENCY to at least"), "{err}");
         let mut env = env;
         env.master.concurrency = 64;
-        check_duration(TIB, &Tuning::default(), &env).unwrap();
+        check_duration(TIB, Level::default(), &Tuning::default(), &env).unwrap();
         // One task alone cannot finish: the advice is about task size.
         env.master_timeout = Duration::from_secs(90);
         let tuning = Tuning {
             task_size: 10 * GIB,
             ..Tuning::default()
         };
-        let err = check_duration(10 * GIB, &tuning, &env)
+        let err = check_duration(10 * GIB, Level::default(), &tuning, &env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("task_size"), "{err}");
@@ -758,15 +772,36 @@ mod tests {
     #[test]
     fn a_slow_source_caps_the_job() {
         let mut env = env();
-        check_duration(100 * GIB, &Tuning::default(), &env).unwrap();
+        check_duration(100 * GIB, Level::default(), &Tuning::default(), &env).unwrap();
         env.master.source_mb_per_s = Some(100.0);
-        let err = check_duration(100 * GIB, &Tuning::default(), &env)
+        let err = check_duration(100 * GIB, Level::default(), &Tuning::default(), &env)
             .unwrap_err()
             .to_string();
         assert!(err.contains("GZSHIP_SOURCE_MB_PER_S"), "{err}");
         env.master.concurrency = 100;
-        assert!(check_duration(100 * GIB, &Tuning::default(), &env).is_err());
-        check_duration(20 * GIB, &Tuning::default(), &env).unwrap();
+        assert!(check_duration(100 * GIB, Level::default(), &Tuning::default(), &env).is_err());
+        check_duration(20 * GIB, Level::default(), &Tuning::default(), &env).unwrap();
+    }
+
+    /// Issue 12, item 7: with the worker's memory known, the check counts its vCPUs and the
+    /// job's level: a job that fits at level 1 may not at level 9, and more memory helps.
+    #[test]
+    fn the_worker_memory_and_the_level_size_the_check() {
+        let mut env = env();
+        env.master.worker_speed = WorkerSpeed::Memory(1769.0);
+        let level = |n| Level::new(n).unwrap();
+        let size = 300 * GIB;
+        check_duration(size, level(1), &Tuning::default(), &env).unwrap();
+        let err = check_duration(size, level(9), &Tuning::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("level 9 on a worker of 1769 MiB, GZSHIP_WORKER_MEMORY"),
+            "{err}"
+        );
+        env.master.worker_speed = WorkerSpeed::Memory(10_240.0);
+        env.master.concurrency = 32;
+        check_duration(size, level(9), &Tuning::default(), &env).unwrap();
     }
 
     #[test]
