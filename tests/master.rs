@@ -311,6 +311,75 @@ async fn persistent_failure_aborts_and_leaves_nothing() {
     no_open_uploads(&f).await;
 }
 
+/// Holds every task until `release` has permits; `started` counts the tasks that arrived.
+struct Gated<I> {
+    inner: I,
+    started: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+impl<I: Invoker + Sync> Invoker for Gated<I> {
+    async fn invoke(&self, task: Task) -> Result<TaskReport> {
+        self.started.notify_one();
+        let _permit = self.release.acquire().await.expect("the gate stays open");
+        self.inner.invoke(task).await
+    }
+}
+
+/// Issue 12, item 6: a second job for a destination while one runs there (a duplicate
+/// delivery of the same event) is refused before it creates anything, naming the running job,
+/// and not as a retryable error; the first job completes alone.
+#[tokio::test]
+async fn a_second_job_for_a_destination_in_use_is_refused() {
+    let f = fixture();
+    let data = generate(DataKind::Logs, 12 * MIB as usize, 9);
+    let source = Arc::new(MemorySource::new(data.clone()));
+    let gated = Gated {
+        inner: LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default()),
+        started: tokio::sync::Notify::new(),
+        release: tokio::sync::Semaphore::new(0),
+    };
+    let config = fast_config();
+    let req = request(&f.dest, 3);
+    let first = master::run(
+        &req,
+        "first-1-aaaa",
+        source.as_ref(),
+        &f.store,
+        &gated,
+        &config,
+        None,
+    );
+    let second = async {
+        // Once the first job's tasks run, its upload and record exist.
+        gated.started.notified().await;
+        let uploads = f.store.list_uploads(&f.dest.bucket, "").await.unwrap();
+        assert_eq!(uploads.len(), 1, "{uploads:?}");
+        let err = master::run(
+            &req,
+            "second-1-bbbb",
+            source.as_ref(),
+            &f.store,
+            &LocalInvoker::new(source.clone(), f.store.clone(), WorkerTuning::default()),
+            &config,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::JobExists { .. }), "{err}");
+        assert!(err.to_string().contains("first-1-aaaa"), "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        // Nothing of its own was created.
+        let after = f.store.list_uploads(&f.dest.bucket, "").await.unwrap();
+        assert_eq!(after, uploads);
+        gated.release.add_permits(1_000);
+    };
+    let (report, ()) = tokio::join!(first, second);
+    report.unwrap();
+    assert_eq!(object_sha(&f).await, sha256(&data));
+    no_open_uploads(&f).await;
+}
+
 /// A panic in a worker is a bug: the job fails at once, naming what panicked, instead of
 /// passing for a cancellation (as it did) or being retried.
 #[tokio::test]
