@@ -88,7 +88,7 @@ impl DeadLetterQueue {
             ("gzship-error-type", error.error_type()),
             (
                 "gzship-error",
-                truncate(&text, DEAD_LETTER_ERROR_BYTES).to_owned(),
+                attribute_text(truncate(&text, DEAD_LETTER_ERROR_BYTES)),
             ),
             ("gzship-message-id", message_id.to_owned()),
         ];
@@ -112,7 +112,8 @@ async fn send_message(
     attributes: Vec<(&str, String)>,
 ) -> Result<String, (bool, gzship_core::error::BoxError)> {
     let mut request = client.send_message().queue_url(url).message_body(body);
-    for (name, value) in attributes {
+    // SQS refuses empty attribute values.
+    for (name, value) in attributes.into_iter().filter(|(_, v)| !v.is_empty()) {
         let value = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(value)
@@ -125,6 +126,19 @@ async fn send_message(
         .await
         .map_err(|e| gzship_core::aws_error::classify(e, RETRYABLE_CODES))?;
     Ok(sent.message_id().unwrap_or_default().to_owned())
+}
+
+/// `text` with the characters SQS refuses in a message attribute (control characters but
+/// tab, newline and carriage return; U+FFFE and U+FFFF) replaced by U+FFFD, so that an error
+/// naming an odd file still reaches the dead-letter queue.
+fn attribute_text(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => c,
+            c if c < ' ' || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
+            c => c,
+        })
+        .collect()
 }
 
 /// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
@@ -141,7 +155,17 @@ fn truncate(text: &str, max: usize) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{attribute_text, truncate};
+
+    #[test]
+    fn attribute_text_has_only_what_sqs_takes() {
+        assert_eq!(attribute_text("a\tb\nc\rd"), "a\tb\nc\rd");
+        assert_eq!(
+            attribute_text("bad\u{1}name\u{FFFF}"),
+            "bad\u{FFFD}name\u{FFFD}"
+        );
+        assert_eq!(attribute_text("ü/路径"), "ü/路径");
+    }
 
     #[test]
     fn truncation_keeps_whole_characters() {
