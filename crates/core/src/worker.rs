@@ -348,23 +348,39 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::from_join("part assembly", e))?
 }
 
-thread_local! {
-    /// One libdeflate compressor per blocking-pool thread, reused across blocks and tasks.
-    static COMPRESSOR: std::cell::RefCell<Option<BlockCompressor>> =
-        const { std::cell::RefCell::new(None) };
+/// Idle compressors of every task in the process, the most recently used last. One per
+/// compression at once (not per blocking-pool thread, of which tokio starts more than there
+/// are compressions, and which the assembler's pushes use too): each holds libdeflate's state
+/// and an output buffer as big as a block that is zeroed once when the compressor is made.
+/// Taking the last one reuses the compressor whose memory is likeliest still in cache.
+static COMPRESSORS: std::sync::Mutex<Vec<BlockCompressor>> = std::sync::Mutex::new(Vec::new());
+
+/// An idle compressor at `level`, or a new one.
+fn take_compressor(level: Level) -> BlockCompressor {
+    let mut idle = COMPRESSORS.lock().unwrap_or_else(|e| e.into_inner());
+    match idle.iter().rposition(|c| c.level() == level) {
+        Some(i) => idle.remove(i),
+        None => {
+            drop(idle);
+            BlockCompressor::new(level)
+        }
+    }
+}
+
+fn return_compressor(compressor: BlockCompressor) {
+    COMPRESSORS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(compressor);
 }
 
 /// Compresses one block on tokio's blocking pool.
 async fn compress(level: Level, offset: u64, block: Bytes) -> Result<Member> {
     tokio::task::spawn_blocking(move || {
-        COMPRESSOR.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let compressor = match slot.as_mut() {
-                Some(c) if c.level() == level => c,
-                _ => slot.insert(BlockCompressor::new(level)),
-            };
-            compressor.compress(&block, offset)
-        })
+        let mut compressor = take_compressor(level);
+        let member = compressor.compress(&block, offset);
+        return_compressor(compressor);
+        member
     })
     .await
     .map_err(|e| Error::from_join(format!("compression of the block at offset {offset}"), e))?
@@ -529,6 +545,46 @@ mod tests {
             let (_, third) = stream.next().await.unwrap().unwrap();
             assert_ne!(third.as_ptr(), at, "a buffer lent twice");
         });
+    }
+
+    #[test]
+    fn one_compressor_serves_compressions_in_turn() {
+        // Level 3 is used by no other test of this crate: its compressors are this test's.
+        let level = Level::new(3).unwrap();
+        let idle = || {
+            COMPRESSORS
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.level() == level)
+                .count()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let data = Bytes::from(vec![b'x'; 100_000]);
+        rt.block_on(async {
+            for i in 0..5 {
+                let member = compress(level, i, data.clone()).await.unwrap();
+                assert_eq!(member.input_len, 100_000);
+                assert_eq!(member.crc32, crc32fast::hash(&data));
+            }
+        });
+        assert_eq!(idle(), 1, "one compressor for compressions one at a time");
+        rt.block_on(async {
+            let both = futures::future::join(
+                compress(level, 0, data.clone()),
+                compress(level, 1, data.clone()),
+            );
+            let (a, b) = both.await;
+            a.unwrap();
+            b.unwrap();
+        });
+        assert!(
+            (1..=2).contains(&idle()),
+            "at most one per compression at once"
+        );
     }
 
     proptest! {
