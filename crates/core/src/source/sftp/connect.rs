@@ -66,7 +66,8 @@ impl Shared {
             window_size: t.window_size,
             maximum_packet_size: t.max_packet_size,
             preferred,
-            nodelay: true,
+            // Not `nodelay`: russh applies it only in `client::connect`, and gzship connects
+            // its own socket (`connect_once` sets it there).
             ..Default::default()
         });
         Ok(Shared {
@@ -284,6 +285,11 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
     let socket = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port))
         .await
         .map_err(AttemptError::Tcp)?;
+    // No Nagle delay for the small READ requests sent while earlier answers are still
+    // unacknowledged.
+    if let Err(e) = socket.set_nodelay(true) {
+        warn!(addr = %shared.addr, error = %e, "could not set TCP_NODELAY on the ssh socket");
+    }
     let client = Client {
         host: cfg.host.clone(),
         port: cfg.port,
