@@ -144,6 +144,70 @@ async fn s3_store_times_out_on_a_silent_server() {
     hold.abort();
 }
 
+/// An UploadPart is sent with its CRC32C and an unsigned payload (`x-amz-content-sha256:
+/// UNSIGNED-PAYLOAD`): SigV4 does not hash the body a second time (issue 15). Read off the
+/// wire by a listener that answers like S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_store_sends_parts_with_their_crc32c_and_an_unsigned_payload() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let b = body(93, 1000);
+    let len = b.len();
+    let server = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head, then the body's bytes.
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client closed before its request head");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let head_len = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        while request.len() < head_len + len {
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client closed before its body");
+            request.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(
+            b"HTTP/1.1 200 OK\r\nETag: \"0123456789abcdef0123456789abcdef\"\r\n\
+              Content-Length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        String::from_utf8_lossy(&request[..head_len]).to_lowercase()
+    });
+    let config = S3Config {
+        endpoint_url: Some(format!("http://{addr}")),
+        force_path_style: true,
+        max_attempts: 1,
+        ..S3Config::default()
+    };
+    let store = S3Store::new(&gzship_testkit::s3::sdk_config(), &config);
+    let id = UploadId::new("some-upload").unwrap();
+    store
+        .upload_part(&dest("unsigned"), &id, part(2), b.clone().into())
+        .await
+        .unwrap();
+    let head = server.await.unwrap();
+    assert!(head.starts_with("put /"), "{head}");
+    assert!(
+        head.contains("x-amz-content-sha256: unsigned-payload\r\n"),
+        "{head}"
+    );
+    // S3's header form of a CRC32C: base64 of its four big-endian bytes.
+    let crc = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        crc32c::crc32c(&b).to_be_bytes(),
+    )
+    .to_lowercase();
+    assert!(
+        head.contains(&format!("x-amz-checksum-crc32c: {crc}\r\n")),
+        "{head}"
+    );
+}
+
 /// moto does not check the CRC32C sent with a part (S3 answers `BadDigest`): this pins the
 /// quirk, so that nobody takes a green moto run as proof that checksums are enforced, and so
 /// that a moto that starts checking is noticed.
