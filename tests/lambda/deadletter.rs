@@ -106,6 +106,36 @@ impl Setup {
         )
     }
 
+    /// Runs the master on an SQS batch of `records` with the dead-letter queue at `url` and
+    /// a store on a closed port; returns the ids of the messages handed back for redelivery.
+    async fn failed_messages(&self, url: &str, records: Vec<Value>) -> Vec<String> {
+        let (credentials, store) = (self.credentials(), closed_store());
+        let dead_letters = DeadLetterQueue::new(self.sqs.clone(), url);
+        let deps = MasterDeps {
+            credentials: &credentials,
+            store: &store,
+            invoker: &NoTasks,
+            cancel: Default::default(),
+            state_machine: None,
+            arrival_queue: None,
+            dead_letter_queue: Some(&dead_letters),
+        };
+        let event = json!({ "Records": records });
+        let response = handle_event(event, "req", SystemTime::now(), &self.env(), &deps)
+            .await
+            .unwrap();
+        let MasterResponse::Batch(SqsBatchResponse {
+            batch_item_failures,
+        }) = response
+        else {
+            panic!("expected a batch response, got {response:?}");
+        };
+        batch_item_failures
+            .into_iter()
+            .map(|f: BatchItemFailure| f.item_identifier)
+            .collect()
+    }
+
     /// The messages in the dead-letter queue: (body, attributes by name).
     async fn dead_letters(&self) -> Vec<(String, Vec<(String, String)>)> {
         let mut letters = Vec::new();
@@ -147,19 +177,6 @@ fn attribute<'a>(attributes: &'a [(String, String)], name: &str) -> &'a str {
 #[tokio::test]
 async fn a_fatal_sqs_message_goes_to_the_dead_letter_queue_at_once() {
     let setup = setup().await;
-    let env = setup.env();
-    let credentials = setup.credentials();
-    let store = closed_store();
-    let dead_letters = DeadLetterQueue::new(setup.sqs.clone(), &setup.dead_letter_url);
-    let deps = MasterDeps {
-        credentials: &credentials,
-        store: &store,
-        invoker: &NoTasks,
-        cancel: Default::default(),
-        state_machine: None,
-        arrival_queue: None,
-        dead_letter_queue: Some(&dead_letters),
-    };
     let not_json = "{\"source\": ";
     let disallowed = json!({"source": setup.sshd.url("/etc/passwd"),
                             "destination": "s3://archive/passwd.gz"})
@@ -170,26 +187,15 @@ async fn a_fatal_sqs_message_goes_to_the_dead_letter_queue_at_once() {
     // The file is there and allowed; only the store cannot be reached: worth another delivery.
     let retryable =
         json!({"source": setup.sshd.url("a.log"), "destination": "s3://archive/a.gz"}).to_string();
-    let event = json!({"Records": [
+    let records = vec![
         record("m-not-json", not_json),
         record("m-disallowed", &disallowed),
         record("m-missing", &missing),
         record("m-retryable", &retryable),
-    ]});
-
-    let response = handle_event(event, "req", SystemTime::now(), &env, &deps)
-        .await
-        .unwrap();
-    let MasterResponse::Batch(batch) = response else {
-        panic!("expected a batch response, got {response:?}");
-    };
+    ];
     assert_eq!(
-        batch,
-        SqsBatchResponse {
-            batch_item_failures: vec![BatchItemFailure {
-                item_identifier: "m-retryable".into()
-            }]
-        },
+        setup.failed_messages(&setup.dead_letter_url, records).await,
+        ["m-retryable"],
         "only the retryable message is handed back for redelivery"
     );
 
@@ -231,36 +237,10 @@ async fn a_fatal_sqs_message_goes_to_the_dead_letter_queue_at_once() {
 #[tokio::test]
 async fn a_fatal_message_is_redelivered_when_the_dead_letter_queue_refuses_it() {
     let setup = setup().await;
-    let env = setup.env();
-    let credentials = setup.credentials();
-    let store = closed_store();
     let url = setup
         .dead_letter_url
         .replace("arrivals-dead-letters", "no-such-queue");
-    let dead_letters = DeadLetterQueue::new(setup.sqs.clone(), url);
-    let deps = MasterDeps {
-        credentials: &credentials,
-        store: &store,
-        invoker: &NoTasks,
-        cancel: Default::default(),
-        state_machine: None,
-        arrival_queue: None,
-        dead_letter_queue: Some(&dead_letters),
-    };
-    let event = json!({"Records": [record("m-not-json", "not json")]});
-    let response = handle_event(event, "req", SystemTime::now(), &env, &deps)
-        .await
-        .unwrap();
-    let MasterResponse::Batch(batch) = response else {
-        panic!("expected a batch response, got {response:?}");
-    };
-    assert_eq!(
-        batch,
-        SqsBatchResponse {
-            batch_item_failures: vec![BatchItemFailure {
-                item_identifier: "m-not-json".into()
-            }]
-        }
-    );
+    let records = vec![record("m-not-json", "not json")];
+    assert_eq!(setup.failed_messages(&url, records).await, ["m-not-json"]);
     assert!(setup.dead_letters().await.is_empty());
 }
