@@ -5,9 +5,7 @@
 
 use std::time::SystemTime;
 
-use gzship_core::invoke::Invoker;
 use gzship_core::store::s3::{S3Config, S3Store};
-use gzship_core::wire::{Task, TaskReport};
 use gzship_lambda::config::MasterEnv;
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::master::{
@@ -19,21 +17,7 @@ use gzship_testkit::s3::{S3Server, sdk_config};
 use gzship_testkit::sshd::Sshd;
 use serde_json::{Value, json};
 
-/// No job here gets as far as a task.
-struct NoTasks;
-
-impl Invoker for NoTasks {
-    async fn invoke(&self, task: Task) -> gzship_core::Result<TaskReport> {
-        panic!(
-            "no job here runs a task, but task {} was invoked",
-            task.index
-        )
-    }
-
-    fn time_limit(&self) -> Option<std::time::Duration> {
-        Some(std::time::Duration::from_secs(900))
-    }
-}
+use super::NoInvoker;
 
 /// A store on a closed port: every request fails at once with a retryable error.
 fn closed_store() -> S3Store {
@@ -114,7 +98,7 @@ impl Setup {
         let deps = MasterDeps {
             credentials: &credentials,
             store: &store,
-            invoker: &NoTasks,
+            invoker: &NoInvoker,
             cancel: Default::default(),
             state_machine: None,
             arrival_queue: None,

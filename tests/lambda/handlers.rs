@@ -4,11 +4,10 @@
 //! cannot connect anywhere (a store on a closed port, an invoker that panics, a credential
 //! that cannot be fetched), so an error that needed a connection would show as the wrong error.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use gzship_core::invoke::Invoker;
 use gzship_core::store::s3::{S3Config, S3Store};
-use gzship_core::wire::{Task, TaskReport};
+use gzship_core::wire::Task;
 use gzship_lambda::config::{MasterEnv, WorkerEnv};
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::error::HandlerError;
@@ -20,6 +19,8 @@ use gzship_lambda::master::{
 };
 use gzship_lambda::worker::handle_task;
 use serde_json::{Value, json};
+
+use super::NoInvoker;
 
 const FP: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
 const ARRIVAL_TEMPLATE: &str = r#"{"source": "sftp://ingest@files.example.com:2222{path}",
@@ -79,18 +80,6 @@ fn closed_store() -> S3Store {
             ..S3Config::default()
         },
     )
-}
-
-struct NoInvoker;
-
-impl Invoker for NoInvoker {
-    async fn invoke(&self, task: Task) -> gzship_core::Result<TaskReport> {
-        panic!("no task may run, but task {} was invoked", task.index)
-    }
-
-    fn time_limit(&self) -> Option<Duration> {
-        Some(Duration::from_secs(900))
-    }
 }
 
 fn time(s: &str) -> SystemTime {

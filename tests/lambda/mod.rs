@@ -14,3 +14,22 @@ mod scan;
 mod stepfunctions;
 mod template;
 mod watch;
+
+use std::time::Duration;
+
+use gzship_core::invoke::Invoker;
+use gzship_core::wire::{Task, TaskReport};
+
+/// An invoker for master handlers that must not run any task (a scan, a refused or dead-lettered
+/// job): it panics if one is invoked, and gives Lambda's 900 s worker limit.
+struct NoInvoker;
+
+impl Invoker for NoInvoker {
+    async fn invoke(&self, task: Task) -> gzship_core::Result<TaskReport> {
+        panic!("no task may run here, but task {} was invoked", task.index)
+    }
+
+    fn time_limit(&self) -> Option<Duration> {
+        Some(Duration::from_secs(900))
+    }
+}

@@ -6,8 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use gzship_core::invoke::Invoker;
-use gzship_core::wire::{JobRequest, Task, TaskReport};
+use gzship_core::wire::JobRequest;
 use gzship_lambda::config::MasterEnv;
 use gzship_lambda::credentials::{CredentialSource, Credentials};
 use gzship_lambda::master::{MasterDeps, MasterResponse, handle_event};
@@ -18,20 +17,9 @@ use gzship_testkit::set_mtime;
 use gzship_testkit::sshd::Sshd;
 use serde_json::json;
 
+use super::NoInvoker;
+
 const BUCKET: &str = "scans";
-
-/// A scan runs no task.
-struct NoTasks;
-
-impl Invoker for NoTasks {
-    async fn invoke(&self, task: Task) -> gzship_core::Result<TaskReport> {
-        panic!("a scan runs no task, but task {} was invoked", task.index)
-    }
-
-    fn time_limit(&self) -> Option<Duration> {
-        Some(Duration::from_secs(900))
-    }
-}
 
 #[tokio::test]
 async fn a_scan_enqueues_one_message_per_new_complete_file() {
@@ -79,7 +67,7 @@ async fn a_scan_enqueues_one_message_per_new_complete_file() {
     let deps = MasterDeps {
         credentials: &credentials,
         store: &store,
-        invoker: &NoTasks,
+        invoker: &NoInvoker,
         cancel: Default::default(),
         state_machine: None,
         arrival_queue: Some(&queue),
