@@ -187,7 +187,8 @@ pub async fn handle_event<M: MultipartStore + ObjectStore, I: Invoker>(
                         let id = format!("{request_id}-{}", item.message_id);
                         let ran = run_job(&job, kind, &id, env, deps).await.map(|_| ());
                         // A scan's claim on the file ends with its job; a job that failed
-                        // keeps it until the message's last delivery is over (its expiry).
+                        // keeps it until it expires (GZSHIP_SCAN_CLAIM_EXPIRY), so that the
+                        // next scans do not enqueue the failing file again at once.
                         if ran.is_ok() {
                             release_scan_claim(&job, env, deps).await;
                         }
@@ -325,11 +326,7 @@ async fn scan_dir<M: MultipartStore + ObjectStore, I: Invoker>(
         };
         if let Err(e) = queue.send(&job).await {
             // Not enqueued: the next scan may try it again.
-            if let Err(r) =
-                gzship_core::scan::release_file(deps.store, &job.destination, prefix).await
-            {
-                tracing::warn!(error = %gzship_core::error::chain(&r), "could not release the scan claim");
-            }
+            release_scan_claim(&job, env, deps).await;
             return Err(e);
         }
         tracing::info!(source = %job.source, destination = %job.destination, "file enqueued");
