@@ -666,11 +666,8 @@ fn source_meta_value(source: &SourceUrl) -> String {
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(url.as_bytes()));
     let suffix = format!("...sha256:{}", &digest[..16]);
-    let mut keep = MAX_SOURCE_META - suffix.len();
-    while !url.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{}{suffix}", &url[..keep])
+    let keep = crate::types::prefix_within(&url, MAX_SOURCE_META - suffix.len());
+    format!("{keep}{suffix}")
 }
 
 fn object_meta(source: &SourceUrl, level: Level, stat: &SourceStat) -> ObjectMeta {

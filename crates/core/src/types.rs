@@ -315,9 +315,32 @@ string_newtype!(
     "etag"
 );
 
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary: for
+/// values with a byte limit (S3 metadata, SQS attributes).
+pub fn prefix_within(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let end = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    &text[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefix_within_keeps_whole_characters() {
+        assert_eq!(prefix_within("abc", 10), "abc");
+        assert_eq!(prefix_within("abc", 2), "ab");
+        // 'ü' is two bytes: a cut inside it drops it whole.
+        assert_eq!(prefix_within("aü", 2), "a");
+        assert_eq!(prefix_within("aü", 3), "aü");
+        assert_eq!(prefix_within("üü", 0), "");
+    }
 
     #[test]
     fn byte_range_is_half_open() {

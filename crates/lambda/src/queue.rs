@@ -5,6 +5,7 @@
 //! (a `Fatal.*` error), so that SQS does not deliver it again to fail the same way.
 
 use aws_sdk_sqs::types::MessageAttributeValue;
+use gzship_core::types::prefix_within;
 use gzship_core::wire::JobRequest;
 
 use crate::error::HandlerError;
@@ -88,7 +89,7 @@ impl DeadLetterQueue {
             ("gzship-error-type", error.error_type()),
             (
                 "gzship-error",
-                attribute_text(truncate(&text, DEAD_LETTER_ERROR_BYTES)),
+                attribute_text(prefix_within(&text, DEAD_LETTER_ERROR_BYTES)),
             ),
             ("gzship-message-id", message_id.to_owned()),
         ];
@@ -141,21 +142,9 @@ fn attribute_text(text: &str) -> String {
         .collect()
 }
 
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let end = (0..=max)
-        .rev()
-        .find(|&i| text.is_char_boundary(i))
-        .unwrap_or(0);
-    &text[..end]
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{attribute_text, truncate};
+    use super::attribute_text;
 
     #[test]
     fn attribute_text_has_only_what_sqs_takes() {
@@ -165,15 +154,5 @@ mod tests {
             "bad\u{FFFD}name\u{FFFD}"
         );
         assert_eq!(attribute_text("ü/路径"), "ü/路径");
-    }
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate("abc", 10), "abc");
-        assert_eq!(truncate("abc", 2), "ab");
-        // 'ü' is two bytes: a cut inside it drops it whole.
-        assert_eq!(truncate("aü", 2), "a");
-        assert_eq!(truncate("aü", 3), "aü");
-        assert_eq!(truncate("üü", 0), "");
     }
 }
