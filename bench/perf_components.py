@@ -61,14 +61,14 @@ def component(frames):
             return "page faults: part buffers (assembler)"
         if "copy_from_slice" in who:
             return "page faults: member copy (gzip.rs)"
-        return "page faults: russh/russh-sftp per-READ buffers, other"
+        return "page faults: russh/SFTP per-packet buffers, other"
     if re.search(r"memmove|memcpy|memset", leaf):
         who = caller(frames)
         if re.search(r"read_ahead|reserve_inner|worker::blocks", who):
             return "memcpy: READ data into blocks (worker)"
         if re.search(r"MemorySink|PartAssembler|copy_from_slice", who):
             return "memcpy: members into parts"
-        return "memcpy/memset: russh/russh-sftp per-packet and per-READ copies"
+        return "memcpy/memset: russh/SFTP per-packet copies"
     if "sha2::" in leaf or "sha256" in leaf:
         return "SHA-256 (SigV4 payload hash of UploadPart)"
     if "crc32c" in leaf:
@@ -83,8 +83,8 @@ def component(frames):
         return "kernel: other"
     if "ld-linux" in leaf:
         return "other"
-    if "russh" in stack:
-        return "russh/russh-sftp framing"
+    if "russh" in stack or "sftp::session" in stack:
+        return "SSH/SFTP framing (russh, gzship's sftp session)"
     if "tokio" in leaf:
         return "tokio runtime"
     return "other"

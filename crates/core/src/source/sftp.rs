@@ -1,4 +1,5 @@
-//! SFTP adapter of [`Source`]: russh (SSH) and russh-sftp's raw session (SFTP v3).
+//! SFTP adapter of [`Source`]: russh (SSH) and gzship's own SFTP v3 client (`session`) on
+//! russh-sftp's protocol types.
 //!
 //! - [`SftpConfig`]: server, user, [`SshAuth`] (private key or password), [`HostKeyPolicy`]
 //!   (pinned fingerprint, known_hosts, or an explicit and loud accept-any) and [`SftpTuning`].
@@ -8,7 +9,8 @@
 //!   fails with [`Error::SourceChanged`] rather than yield bytes of a changed file.
 //!
 //! Module map: `config` (the types above), `known_hosts` (OpenSSH known_hosts matching),
-//! `connect` (handshake, host key, login, retries), `read` (the pipelined range reader), `list`
+//! `connect` (handshake, host key, login, retries), `session` (the SFTP requests and answers on
+//! one channel, READ data handed on without a copy), `read` (the pipelined range reader), `list`
 //! (directory listings and probes, for scans).
 
 use std::fmt;
@@ -25,6 +27,7 @@ mod connect;
 mod known_hosts;
 mod list;
 mod read;
+mod session;
 
 pub use config::{HostKeyPolicy, OPENSSH_MAX_READ, SftpConfig, SftpTuning, SshAuth, SshCipher};
 pub use known_hosts::{KnownHosts, Verdict};

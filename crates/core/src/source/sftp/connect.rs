@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use russh::client;
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, StatusCode};
 use tracing::{debug, info, warn};
@@ -18,6 +17,7 @@ use crate::error::{BoxError, Error, Result};
 
 use super::config::{HostKeyPolicy, SftpConfig, SshAuth};
 use super::known_hosts::Verdict;
+use super::session::Session;
 
 /// What [`connect`] needs: the config and the private key decoded once.
 pub(super) struct Shared {
@@ -89,7 +89,7 @@ pub(super) enum Credential {
 
 /// A logged-in SSH connection with a started SFTP session.
 pub(super) struct Connection {
-    pub sftp: RawSftpSession,
+    pub sftp: Session,
     /// Largest READ to send: the tuning's request size capped by the server's limit.
     pub read_size: u32,
     // Kept so the connection lives as long as the SFTP session.
@@ -107,7 +107,7 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Ends the connection politely; errors are irrelevant at this point.
     pub async fn close(&self) {
-        let _ = self.sftp.close_session();
+        self.sftp.close_session().await;
         let _ = self
             .ssh
             .disconnect(russh::Disconnect::ByApplication, "", "en")
@@ -345,15 +345,9 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
         .await
         .map_err(AttemptError::Handshake)?;
     let t = &cfg.tuning;
-    let sftp_config = russh_sftp::client::Config {
-        // Room for a READ answer of request_size plus its header.
-        max_packet_len: (t.request_size + 1024).max(256 * 1024),
-        request_timeout_secs: t.request_timeout.as_secs() + 1,
-        ..Default::default()
-    };
-    let sftp = RawSftpSession::new_with_config(channel.into_stream(), sftp_config);
-    let version = sftp
-        .init()
+    // Room for a READ answer of request_size plus its header.
+    let max_packet_len = (t.request_size + 1024).max(256 * 1024);
+    let (sftp, version) = Session::start(channel, max_packet_len)
         .await
         .map_err(|e| AttemptError::Subsystem(Box::new(e)))?;
     let mut read_size = t.request_size;

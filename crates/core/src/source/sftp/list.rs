@@ -72,7 +72,7 @@ async fn list_on(
         }
     };
     // The handle is closed either way; a failed close loses nothing.
-    let _ = request(timeout, "close the directory", conn.sftp.close(handle)).await;
+    let _ = request(timeout, "close the directory", conn.sftp.close(&handle)).await;
     read?;
     let mut entries = Vec::with_capacity(raw.len());
     for file in raw {
@@ -81,7 +81,7 @@ async fn list_on(
         }
         let kind = if file.attrs.is_symlink() {
             let target = format!("{}/{}", dir.trim_end_matches('/'), file.filename);
-            match request(timeout, "stat the symlink's target", conn.sftp.stat(target)).await {
+            match request(timeout, "stat the symlink's target", conn.sftp.stat(&target)).await {
                 Ok(attrs) => kind_of(&attrs.attrs),
                 Err(e) => EntryKind::Other(format!("a symlink that cannot be followed: {e}")),
             }
@@ -135,6 +135,6 @@ async fn probe_on(
         conn.sftp.fstat(handle.as_str()),
     )
     .await;
-    let _ = request(timeout, "close the file", conn.sftp.close(handle)).await;
+    let _ = request(timeout, "close the file", conn.sftp.close(&handle)).await;
     stat_of(&attrs?.attrs).ok_or(ListFailure::Incomplete)
 }

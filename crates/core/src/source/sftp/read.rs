@@ -7,6 +7,7 @@
 //! rclone does by default. Handles are closed (SFTP CLOSE) at the end of the range and after a
 //! failure the connection survived; a lost connection is only dropped.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,7 +115,8 @@ struct Outcome {
     offset: u64,
     len: u32,
     file: Arc<OpenFile>,
-    result: std::result::Result<Vec<u8>, ReadFailure>,
+    /// The data as the pieces it arrived in.
+    result: std::result::Result<Vec<Bytes>, ReadFailure>,
 }
 
 /// What is read: kept apart from the reader's futures (which are not `Sync`) so that it can be
@@ -133,6 +135,8 @@ pub(super) struct RangeReader {
     files: Vec<Arc<OpenFile>>,
     // Covers exactly [delivered, next_request), in offset order.
     inflight: FuturesOrdered<BoxFuture<'static, Outcome>>,
+    /// Pieces of the last READ answer not yet handed on.
+    ready: VecDeque<Bytes>,
     next_request: u64,
     delivered: u64,
     turn: usize,
@@ -170,6 +174,7 @@ impl RangeReader {
             target,
             files,
             inflight: FuturesOrdered::new(),
+            ready: VecDeque::new(),
             next_request: range.start(),
             delivered: range.start(),
             turn: 0,
@@ -180,11 +185,17 @@ impl RangeReader {
 
     /// The next chunk in order, an error (after which the stream ends), or `None` at the end.
     pub async fn next_chunk(&mut self) -> Option<Result<Bytes>> {
+        if let Some(piece) = self.ready.pop_front() {
+            return Some(Ok(piece));
+        }
         if self.finished {
             return None;
         }
         match self.step().await {
-            Ok(Some(chunk)) => Some(Ok(chunk)),
+            Ok(Some(pieces)) => {
+                self.ready = pieces.into();
+                self.ready.pop_front().map(Ok)
+            }
             Ok(None) => {
                 self.finished = true;
                 self.close().await;
@@ -200,7 +211,8 @@ impl RangeReader {
         }
     }
 
-    async fn step(&mut self) -> Result<Option<Bytes>> {
+    /// The next READ answer's data in order (never empty), or `None` at the end.
+    async fn step(&mut self) -> Result<Option<Vec<Bytes>>> {
         loop {
             if self.delivered == self.target.range.end() {
                 return Ok(None);
@@ -214,7 +226,7 @@ impl RangeReader {
             debug_assert_eq!(out.offset, self.delivered);
             match out.result {
                 Ok(data) => {
-                    let got = data.len();
+                    let got: usize = data.iter().map(Bytes::len).sum();
                     if got as u64 > u64::from(out.len) {
                         return Err(self.target.read_error(OpenFailure::TooMuch {
                             got,
@@ -242,7 +254,7 @@ impl RangeReader {
                         // Hold the last bytes back until the file is known not to have changed.
                         self.verify_end().await?;
                     }
-                    return Ok(Some(Bytes::from(data)));
+                    return Ok(Some(data));
                 }
                 Err(ReadFailure::Sftp(e)) if is_eof(&e) => {
                     return Err(self.target.short(out.offset));
@@ -373,7 +385,7 @@ impl Target {
         let handle = match tokio::time::timeout(
             timeout,
             conn.sftp
-                .open(self.path.as_str(), OpenFlags::READ, FileAttributes::empty()),
+                .open(&self.path, OpenFlags::READ, FileAttributes::empty()),
         )
         .await
         {
@@ -388,7 +400,7 @@ impl Target {
                 // Some servers refuse to open what is not a regular file (gzship-sftpd answers
                 // FAILURE for a directory, where OpenSSH opens it and fstat tells): ask what the
                 // path is, so that a directory is NotAFile, not a read failure to retry.
-                let stat = tokio::time::timeout(timeout, conn.sftp.stat(self.path.as_str())).await;
+                let stat = tokio::time::timeout(timeout, conn.sftp.stat(&self.path)).await;
                 if let Ok(Ok(attrs)) = stat
                     && stat_of(&attrs.attrs).is_some_and(|now| !now.is_file)
                 {
@@ -445,7 +457,7 @@ impl Target {
                 Err(f) => return Err(AttrsFailure::Fstat(f)),
             }
         }
-        let stat = tokio::time::timeout(timeout, file.conn.sftp.stat(self.path.as_str()));
+        let stat = tokio::time::timeout(timeout, file.conn.sftp.stat(&self.path));
         ask(stat.await).map(|a| a.attrs).map_err(AttrsFailure::Stat)
     }
 
@@ -516,7 +528,7 @@ fn read(
         )
         .await
         {
-            Ok(Ok(data)) => Ok(data.data),
+            Ok(Ok(data)) => Ok(data),
             Ok(Err(e)) => Err(ReadFailure::Sftp(e)),
             Err(_) => Err(ReadFailure::Timeout(timeout)),
         };
