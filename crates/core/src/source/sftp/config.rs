@@ -253,8 +253,9 @@ pub struct SftpTuning {
     /// more round trips and per-packet work; larger ones than the server allows come back
     /// short (and are then completed with more requests). Too small: low throughput with
     /// little CPU use. Servers that allow more are not asked for more by default: asyncssh
-    /// advertises 4 MiB, and 1 MiB READs from it were slower than 255 KiB ones (median 86 vs
-    /// 148 MB/s at 16 in flight, 74 vs 81 at 4; `bench/sftp_read.sh --server asyncssh`).
+    /// advertises 4 MiB, and 1 MiB READs from it were slower than 255 KiB ones (median 249 vs
+    /// 366 MB/s at 16 in flight, 170 vs 176 at 4; `bench/sftp_read.sh --server asyncssh
+    /// --request-kib 255,1024 --in-flight 4,16`).
     pub request_size: u32,
     /// READ requests in flight per connection. Default 16. Memory per range is
     /// `requests_in_flight * request_size * connections` (4 MiB by default). Throughput is
