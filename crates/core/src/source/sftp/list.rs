@@ -81,7 +81,13 @@ async fn list_on(
         }
         let kind = if file.attrs.is_symlink() {
             let target = format!("{}/{}", dir.trim_end_matches('/'), file.filename);
-            match request(timeout, "stat the symlink's target", conn.sftp.stat(&target)).await {
+            match request(
+                timeout,
+                "stat the symlink's target",
+                conn.sftp.stat(&target),
+            )
+            .await
+            {
                 Ok(attrs) => kind_of(&attrs.attrs),
                 Err(e) => EntryKind::Other(format!("a symlink that cannot be followed: {e}")),
             }

@@ -528,7 +528,10 @@ mod tests {
             framer.feed(Bytes::copy_from_slice(&wire[at..end]), &mut out)?;
             at = end;
         }
-        assert!(framer.head.is_empty() && framer.data.is_none(), "nothing left over");
+        assert!(
+            framer.head.is_empty() && framer.data.is_none(),
+            "nothing left over"
+        );
         Ok(out)
     }
 
@@ -565,9 +568,7 @@ mod tests {
         let (wire, _) = answers(&[100_000]);
         let piece = Bytes::from(wire);
         let mut out = Vec::new();
-        Framer::new(1 << 20)
-            .feed(piece.clone(), &mut out)
-            .unwrap();
+        Framer::new(1 << 20).feed(piece.clone(), &mut out).unwrap();
         let Frame::Data { data, .. } = &out[1] else {
             panic!("{out:?}")
         };
@@ -582,7 +583,10 @@ mod tests {
         let e = Framer::new(1 << 20)
             .feed(Bytes::copy_from_slice(&too_long), &mut Vec::new())
             .unwrap_err();
-        assert!(e.to_string().contains("more than the 1048576 allowed"), "{e}");
+        assert!(
+            e.to_string().contains("more than the 1048576 allowed"),
+            "{e}"
+        );
         // DATA of 9 bytes claiming 10 bytes of data.
         let lying = [0u8, 0, 0, 9, SSH_FXP_DATA, 0, 0, 0, 1, 0, 0, 0, 10];
         let e = Framer::new(1 << 20)
@@ -599,8 +603,9 @@ mod tests {
     #[test]
     fn bytes_after_the_data_are_skipped() {
         // SFTP v6 servers may add an end-of-file flag after the data.
-        let mut wire = vec![0u8, 0, 0, 13, SSH_FXP_DATA, 0, 0, 0, 7, 0, 0, 0, 3, b'a', b'b', b'c'];
-        wire.push(1);
+        // Length 13: type, id 7, data length 3, "abc", then the flag.
+        let mut wire = vec![0u8, 0, 0, 13, SSH_FXP_DATA, 0, 0, 0, 7, 0, 0, 0, 3];
+        wire.extend(b"abc\x01");
         wire.extend(encode(status(8, StatusCode::Ok)));
         let frames = feed_in_pieces(&wire, &[14, 16]).unwrap();
         assert!(matches!(&frames[0], Frame::Data { id: 7, data } if data.concat() == b"abc"));
