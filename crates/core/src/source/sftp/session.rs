@@ -96,18 +96,22 @@ impl Session {
 
     /// The server's limits (`limits@openssh.com`; ask only when VERSION announced it).
     pub async fn limits(&self) -> Result<LimitsExtension, SftpError> {
-        let id = self.id();
-        let request = Extended {
-            id,
-            request: LIMITS.to_owned(),
-            data: Vec::new(),
+        let request = |id: u32| -> Packet {
+            Extended {
+                id,
+                request: LIMITS.to_owned(),
+                data: Vec::new(),
+            }
+            .into()
         };
-        match self.packet(id, request.into()).await? {
-            Packet::ExtendedReply(reply) => Ok(russh_sftp::de::from_bytes::<LimitsExtension>(
-                &mut Bytes::from(reply.data),
-            )?),
+        let reply = self.ask(request, |answer: Packet| match answer {
+            Packet::ExtendedReply(reply) => Ok(reply),
             other => Err(not_ok(other)),
-        }
+        });
+        let data = reply.await?.data;
+        Ok(russh_sftp::de::from_bytes::<LimitsExtension>(
+            &mut Bytes::from(data),
+        )?)
     }
 
     pub async fn open(
@@ -116,78 +120,51 @@ impl Session {
         pflags: OpenFlags,
         attrs: FileAttributes,
     ) -> Result<Handle, SftpError> {
-        let id = self.id();
-        let request = Open {
-            id,
-            filename: path.to_owned(),
-            pflags,
-            attrs,
+        let filename = path.to_owned();
+        let request = |id: u32| -> Packet {
+            Open {
+                id,
+                filename,
+                pflags,
+                attrs,
+            }
+            .into()
         };
-        match self.packet(id, request.into()).await? {
-            Packet::Handle(h) => Ok(h),
-            other => Err(not_ok(other)),
-        }
+        self.ask(request, handle).await
     }
 
     pub async fn opendir(&self, path: &str) -> Result<Handle, SftpError> {
-        let id = self.id();
-        let request = OpenDir {
-            id,
-            path: path.to_owned(),
-        };
-        match self.packet(id, request.into()).await? {
-            Packet::Handle(h) => Ok(h),
-            other => Err(not_ok(other)),
-        }
+        let path = path.to_owned();
+        self.ask(|id| OpenDir { id, path }.into(), handle).await
     }
 
     /// The next entries of an open directory; the end is the error `Status(Eof)`.
     pub async fn readdir(&self, handle: &str) -> Result<Name, SftpError> {
-        let id = self.id();
-        let request = ReadDir {
-            id,
-            handle: handle.to_owned(),
-        };
-        match self.packet(id, request.into()).await? {
+        let handle = handle.to_owned();
+        let names = |answer: Packet| match answer {
             Packet::Name(n) => Ok(n),
             other => Err(not_ok(other)),
-        }
+        };
+        self.ask(|id| ReadDir { id, handle }.into(), names).await
     }
 
     pub async fn stat(&self, path: &str) -> Result<Attrs, SftpError> {
-        let id = self.id();
-        let request = Stat {
-            id,
-            path: path.to_owned(),
-        };
-        match self.packet(id, request.into()).await? {
-            Packet::Attrs(a) => Ok(a),
-            other => Err(not_ok(other)),
-        }
+        let path = path.to_owned();
+        self.ask(|id| Stat { id, path }.into(), attrs).await
     }
 
     pub async fn fstat(&self, handle: &str) -> Result<Attrs, SftpError> {
-        let id = self.id();
-        let request = Fstat {
-            id,
-            handle: handle.to_owned(),
-        };
-        match self.packet(id, request.into()).await? {
-            Packet::Attrs(a) => Ok(a),
-            other => Err(not_ok(other)),
-        }
+        let handle = handle.to_owned();
+        self.ask(|id| Fstat { id, handle }.into(), attrs).await
     }
 
     pub async fn close(&self, handle: &str) -> Result<Status, SftpError> {
-        let id = self.id();
-        let request = Close {
-            id,
-            handle: handle.to_owned(),
-        };
-        match self.packet(id, request.into()).await? {
+        let handle = handle.to_owned();
+        let ok = |answer: Packet| match answer {
             Packet::Status(s) if s.status_code == StatusCode::Ok => Ok(s),
             other => Err(not_ok(other)),
-        }
+        };
+        self.ask(|id| Close { id, handle }.into(), ok).await
     }
 
     /// Up to `len` bytes at `offset`, as the pieces they arrived in (slices of the channel's
@@ -215,10 +192,16 @@ impl Session {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Sends a request that is not a READ and waits for its answer.
-    async fn packet(&self, id: u32, request: Packet) -> Result<Packet, SftpError> {
-        match self.request(id, request).await? {
-            Frame::Packet(p) => Ok(p),
+    /// Sends the request `make` builds with a new id (any but READ) and returns what `want`
+    /// makes of the answer (the one it expects, or [`not_ok`] of another).
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(u32) -> Packet,
+        want: impl FnOnce(Packet) -> Result<T, SftpError>,
+    ) -> Result<T, SftpError> {
+        let id = self.id();
+        match self.request(id, make(id)).await? {
+            Frame::Packet(p) => want(p),
             Frame::Data { .. } => Err(SftpError::UnexpectedPacket),
         }
     }
@@ -237,6 +220,22 @@ impl Session {
         answer
             .await
             .map_err(|_| SftpError::IO(self.waiting.ended()))
+    }
+}
+
+/// A HANDLE answer.
+fn handle(answer: Packet) -> Result<Handle, SftpError> {
+    match answer {
+        Packet::Handle(h) => Ok(h),
+        other => Err(not_ok(other)),
+    }
+}
+
+/// An ATTRS answer.
+fn attrs(answer: Packet) -> Result<Attrs, SftpError> {
+    match answer {
+        Packet::Attrs(a) => Ok(a),
+        other => Err(not_ok(other)),
     }
 }
 
