@@ -105,15 +105,28 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Ends the connection politely; errors are irrelevant at this point.
+    /// Ends the connection politely (channel CLOSE, then DISCONNECT); errors are irrelevant at
+    /// this point. Both wait for room in russh's queue to the connection, which a hung
+    /// connection never makes: after [`POLITE_CLOSE`] the connection is dropped instead.
     pub async fn close(&self) {
-        self.sftp.close_session().await;
-        let _ = self
-            .ssh
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
+        let polite = async {
+            self.sftp.close_session().await;
+            let _ = self
+                .ssh
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        };
+        if tokio::time::timeout(POLITE_CLOSE, polite).await.is_err() {
+            debug!(
+                ?POLITE_CLOSE,
+                "ssh connection not closed politely in time; dropped"
+            );
+        }
     }
 }
+
+/// How long [`Connection::close`] waits to end a connection politely.
+const POLITE_CLOSE: Duration = Duration::from_secs(5);
 
 /// Why one connection attempt failed.
 #[derive(Debug, thiserror::Error)]
