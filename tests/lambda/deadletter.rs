@@ -17,7 +17,7 @@ use gzship_testkit::s3::{S3Server, sdk_config};
 use gzship_testkit::sshd::Sshd;
 use serde_json::{Value, json};
 
-use super::NoInvoker;
+use super::{NoInvoker, master_deps};
 
 /// A store on a closed port: every request fails at once with a retryable error.
 fn closed_store() -> S3Store {
@@ -96,13 +96,8 @@ impl Setup {
         let (credentials, store) = (self.credentials(), closed_store());
         let dead_letters = DeadLetterQueue::new(self.sqs.clone(), url);
         let deps = MasterDeps {
-            credentials: &credentials,
-            store: &store,
-            invoker: &NoInvoker,
-            cancel: Default::default(),
-            state_machine: None,
-            arrival_queue: None,
             dead_letter_queue: Some(&dead_letters),
+            ..master_deps(&credentials, &store, &NoInvoker)
         };
         let event = json!({ "Records": records });
         let response = handle_event(event, "req", SystemTime::now(), &self.env(), &deps)

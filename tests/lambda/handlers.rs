@@ -14,13 +14,11 @@ use gzship_lambda::error::HandlerError;
 use gzship_lambda::event::{
     EventKind, ParseContext, Trigger, WorkerEvent, parse_event, parse_worker_event,
 };
-use gzship_lambda::master::{
-    BatchItemFailure, MasterDeps, MasterResponse, SqsBatchResponse, handle_event,
-};
+use gzship_lambda::master::{BatchItemFailure, MasterResponse, SqsBatchResponse, handle_event};
 use gzship_lambda::worker::handle_task;
 use serde_json::{Value, json};
 
-use super::NoInvoker;
+use super::{NoInvoker, master_deps};
 
 const FP: &str = "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s";
 const ARRIVAL_TEMPLATE: &str = r#"{"source": "sftp://ingest@files.example.com:2222{path}",
@@ -244,15 +242,7 @@ async fn sqs_messages_that_fail_are_reported_as_batch_item_failures() {
     records.retain(|r| r["messageId"] == "msg-malformed" || r["messageId"] == "msg-disallowed");
     let store = closed_store();
     let credentials = unfetchable();
-    let deps = MasterDeps {
-        credentials: &credentials,
-        store: &store,
-        invoker: &NoInvoker,
-        cancel: Default::default(),
-        state_machine: None,
-        arrival_queue: None,
-        dead_letter_queue: None,
-    };
+    let deps = master_deps(&credentials, &store, &NoInvoker);
     let response = handle_event(event, "req", UNIX_EPOCH, &env, &deps)
         .await
         .unwrap();
@@ -283,15 +273,7 @@ async fn master_error(event: Value, template: Option<&str>) -> HandlerError {
     let env = master_env(template);
     let store = closed_store();
     let credentials = unfetchable();
-    let deps = MasterDeps {
-        credentials: &credentials,
-        store: &store,
-        invoker: &NoInvoker,
-        cancel: Default::default(),
-        state_machine: None,
-        arrival_queue: None,
-        dead_letter_queue: None,
-    };
+    let deps = master_deps(&credentials, &store, &NoInvoker);
     match handle_event(event, "req", UNIX_EPOCH, &env, &deps).await {
         Ok(r) => panic!("expected an error, got {r:?}"),
         Err(e) => e,

@@ -44,7 +44,7 @@ use gzship_core::wire::{JobRequest, Task, TaskReport};
 use gzship_core::{ObjectUrl, master::CRC32_TAG};
 use gzship_lambda::config::{MasterEnv, WorkerEnv};
 use gzship_lambda::credentials::Credentials;
-use gzship_lambda::master::{MasterDeps, MasterResponse, handle_event};
+use gzship_lambda::master::{MasterResponse, handle_event};
 use gzship_lambda::worker::{WorkerResponse, handle_task, sftp_source};
 use gzship_testkit::data::{DataKind, sha256, sha256_file, write_file};
 use gzship_testkit::s3::{REGION, S3Server};
@@ -52,6 +52,7 @@ use gzship_testkit::sshd::Sshd;
 use serde_json::{Value, json};
 
 use super::cfn::Resolver;
+use super::master_deps;
 
 const BUCKET: &str = "iam-bucket";
 
@@ -357,15 +358,7 @@ impl World {
             spool: spool.clone(),
             time_limit: self.master_env.worker_timeout,
         };
-        let deps = MasterDeps {
-            credentials: &self.credentials,
-            store: master,
-            invoker: &invoker,
-            cancel: Default::default(),
-            state_machine: None,
-            arrival_queue: None,
-            dead_letter_queue: None,
-        };
+        let deps = master_deps(&self.credentials, master, &invoker);
         let master_event =
             |event: Value| handle_event(event, "iam", SystemTime::now(), &self.master_env, &deps);
 
@@ -648,15 +641,7 @@ async fn a_kms_key_in_the_template_encrypts_the_object_with_sse_kms() {
         spool: w.worker_env.tuning.spool_budget(),
         time_limit: w.master_env.worker_timeout,
     };
-    let deps = MasterDeps {
-        credentials: &w.credentials,
-        store: &master,
-        invoker: &invoker,
-        cancel: Default::default(),
-        state_machine: None,
-        arrival_queue: None,
-        dead_letter_queue: None,
-    };
+    let deps = master_deps(&w.credentials, &master, &invoker);
     let dest = w.dest("kms", "encrypted");
     let answer = handle_event(w.job(&dest), "kms", SystemTime::now(), &w.master_env, &deps).await;
     assert!(

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use gzship_core::invoke::Invoker;
 use gzship_core::wire::{Task, TaskReport};
+use gzship_lambda::credentials::Credentials;
+use gzship_lambda::master::MasterDeps;
 
 /// An invoker for master handlers that must not run any task (a scan, a refused or dead-lettered
 /// job): it panics if one is invoked, and gives Lambda's 900 s worker limit.
@@ -31,5 +33,23 @@ impl Invoker for NoInvoker {
 
     fn time_limit(&self) -> Option<Duration> {
         Some(Duration::from_secs(900))
+    }
+}
+
+/// The master's dependencies with no state machine, arrival queue or dead-letter queue; a test
+/// that needs one sets it: `MasterDeps { arrival_queue: Some(&queue), ..master_deps(..) }`.
+fn master_deps<'a, M, I>(
+    credentials: &'a Credentials,
+    store: &'a M,
+    invoker: &'a I,
+) -> MasterDeps<'a, M, I> {
+    MasterDeps {
+        credentials,
+        store,
+        invoker,
+        cancel: Default::default(),
+        state_machine: None,
+        arrival_queue: None,
+        dead_letter_queue: None,
     }
 }

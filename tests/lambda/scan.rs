@@ -17,7 +17,7 @@ use gzship_testkit::set_mtime;
 use gzship_testkit::sshd::Sshd;
 use serde_json::json;
 
-use super::NoInvoker;
+use super::{NoInvoker, master_deps};
 
 const BUCKET: &str = "scans";
 
@@ -65,13 +65,8 @@ async fn a_scan_enqueues_one_message_per_new_complete_file() {
     let store = s3.store();
     let queue = ArrivalQueue::new(sqs.clone(), &queue_url);
     let deps = MasterDeps {
-        credentials: &credentials,
-        store: &store,
-        invoker: &NoInvoker,
-        cancel: Default::default(),
-        state_machine: None,
         arrival_queue: Some(&queue),
-        dead_letter_queue: None,
+        ..master_deps(&credentials, &store, &NoInvoker)
     };
     let event = json!({"scan": {
         "source": sshd.url("exports/*.csv"),
