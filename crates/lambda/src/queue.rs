@@ -89,7 +89,9 @@ impl DeadLetterQueue {
             ("gzship-error-type", error.error_type()),
             (
                 "gzship-error",
-                attribute_text(prefix_within(&text, DEAD_LETTER_ERROR_BYTES)),
+                // Replaced, then cut: a replacement character takes 3 bytes where the
+                // character it replaces took 1.
+                prefix_within(&attribute_text(&text), DEAD_LETTER_ERROR_BYTES).to_owned(),
             ),
             ("gzship-message-id", message_id.to_owned()),
         ];
