@@ -14,6 +14,9 @@
 #   bash bench/run.sh --only compress-6-logs,gzship-6-1t-logs --big-size-mib 0   # issue 15's rows
 #   bash bench/run.sh --only 1t-logs --one-core-levels 1,2,3,4,5,6,7,8,9 --size-mib 256 --big-size-mib 0
 #                                           # a worker vCPU's speed per level (duration model)
+#   bash bench/run.sh --only 6-1t-logs,6-4t-logs,compress-6-logs --big-size-mib 0 --repeat 5 \
+#     --variant before=/dev/shm/gzship-before --variant after=target/release/gzship
+#                                           # two builds side by side in every repeat (ROW@NAME)
 #   bash bench/run.sh --micro               # block compression and part assembly only
 #
 # Not part of scripts/test: it measures, it does not assert.
