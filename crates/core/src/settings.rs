@@ -619,8 +619,8 @@ pub static SETTINGS: &[Setting] = &[
         Worker,
         Only::Both,
         Computed("2 x cores"),
-        "blocks compressed at once per task",
-        "Each costs about two blocks of memory. On 2 cores, 1 task over 1 GiB of logs: 3 gave 310-319 MB/s, 4 gave 320-334. Too low: cores idle."
+        "blocks handed to compression at once per task",
+        "Compressing, or waiting for one of the process's compression slots (one per core, shared by every task). Each costs a block of memory. On 2 cores, 1 task over 1 GiB of logs: 3 gave 310-319 MB/s, 4 gave 320-334. Too low: cores idle."
     ),
     setting!(
         "uploads-in-flight",

@@ -16,6 +16,7 @@
 //! aborts the uploads in flight) and the error names the stage that failed.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -35,11 +36,12 @@ use crate::wire::{Task, TaskReport};
 /// Worker knobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerTuning {
-    /// Blocks compressed at once. Default: twice the number of cores, so every core stays busy
-    /// while finished members wait for a slower one ahead of them (members leave in source
-    /// order). Each costs about two blocks of memory. Measured on 2 cores, 1 task over 1 GiB of
-    /// logs: 3 in flight 310-319 MB/s, 4 320-334, 5 340 (+20 MiB). Too low: cores idle; too
-    /// high: memory.
+    /// Blocks a task hands to compression at once: compressing, or waiting for one of the
+    /// process's compression slots (one per core, shared by every task). Default: twice the
+    /// number of cores, so every core stays busy while finished members wait for a slower one
+    /// ahead of them (members leave in source order). Each costs a block of memory. Measured
+    /// on 2 cores, 1 task over 1 GiB of logs: 3 in flight 310-319 MB/s, 4 320-334, 5 340 (+20
+    /// MiB). Too low: cores idle; too high: memory.
     pub compress_parallelism: usize,
     /// UploadPart requests in flight. Default 4. Each holds one part (in memory, or spooled
     /// when parts are big). Too low on a high-latency link: uploads lag compression; too high:
@@ -348,38 +350,66 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::from_join("part assembly", e))?
 }
 
-/// Idle compressors of every task in the process, the most recently used last. One per
-/// compression at once (not per blocking-pool thread, of which tokio starts more than there
-/// are compressions, and which the assembler's pushes use too): each holds libdeflate's state
-/// and an output buffer as big as a block that is zeroed once when the compressor is made.
-/// Taking the last one reuses the compressor whose memory is likeliest still in cache.
-static COMPRESSORS: std::sync::Mutex<Vec<BlockCompressor>> = std::sync::Mutex::new(Vec::new());
+/// The process's compression, shared by every task: one slot per core, and the idle
+/// compressors.
+///
+/// A compression holds a slot while it runs, so at most one block per core compresses at once
+/// whatever the number of tasks and their `compress_parallelism` (the blocks a task hands to
+/// compression). Without the slots, 4 tasks x 4 blocks on 2 cores ran as 16 threads that
+/// preempted each other: each switch costs the next thread its caches, and every compressor
+/// (libdeflate's state and a block-sized output buffer) stayed in memory. The semaphore is
+/// fair, so blocks start in the order they ask, and a task asks in source order.
+struct Compression {
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The most recently used last: taking it reuses the memory likeliest still in cache.
+    idle: std::sync::Mutex<Vec<BlockCompressor>>,
+}
 
-/// An idle compressor at `level`, or a new one.
-fn take_compressor(level: Level) -> BlockCompressor {
-    let mut idle = COMPRESSORS.lock().unwrap_or_else(|e| e.into_inner());
-    match idle.iter().rposition(|c| c.level() == level) {
-        Some(i) => idle.remove(i),
-        None => {
-            drop(idle);
-            BlockCompressor::new(level)
+static COMPRESSION: std::sync::LazyLock<Compression> = std::sync::LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Compression {
+        slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        idle: std::sync::Mutex::new(Vec::new()),
+    }
+});
+
+impl Compression {
+    /// An idle compressor at `level`, or a new one.
+    fn take(&self, level: Level) -> BlockCompressor {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        match idle.iter().rposition(|c| c.level() == level) {
+            Some(i) => idle.remove(i),
+            None => {
+                drop(idle);
+                BlockCompressor::new(level)
+            }
         }
+    }
+
+    fn give_back(&self, compressor: BlockCompressor) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(compressor);
     }
 }
 
-fn return_compressor(compressor: BlockCompressor) {
-    COMPRESSORS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(compressor);
-}
-
-/// Compresses one block on tokio's blocking pool.
+/// Compresses one block on tokio's blocking pool, once a compression slot is free.
 async fn compress(level: Level, offset: u64, block: Bytes) -> Result<Member> {
+    let slot = COMPRESSION
+        .slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::Compress {
+            offset,
+            source: format!("no compression slot: {e}").into(),
+        })?;
     tokio::task::spawn_blocking(move || {
-        let mut compressor = take_compressor(level);
+        let _slot = slot;
+        let mut compressor = COMPRESSION.take(level);
         let member = compressor.compress(&block, offset);
-        return_compressor(compressor);
+        COMPRESSION.give_back(compressor);
         member
     })
     .await
@@ -548,11 +578,41 @@ mod tests {
     }
 
     #[test]
+    fn compressions_at_once_are_bounded_by_the_cores() {
+        // Level 2 is used by no other test of this crate: its compressors are this test's.
+        let level = Level::new(2).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let data = Bytes::from(vec![b'y'; 4 << 20]);
+        rt.block_on(async {
+            let all = (0..16).map(|i| compress(level, i, data.clone()));
+            for member in futures::future::join_all(all).await {
+                assert_eq!(member.unwrap().input_len, 4 << 20);
+            }
+        });
+        let made = COMPRESSION
+            .idle
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.level() == level)
+            .count();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert!(
+            (1..=cores).contains(&made),
+            "{made} compressors for 16 blocks at once on {cores} cores"
+        );
+    }
+
+    #[test]
     fn one_compressor_serves_compressions_in_turn() {
         // Level 3 is used by no other test of this crate: its compressors are this test's.
         let level = Level::new(3).unwrap();
         let idle = || {
-            COMPRESSORS
+            COMPRESSION
+                .idle
                 .lock()
                 .unwrap()
                 .iter()
