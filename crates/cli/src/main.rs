@@ -160,6 +160,9 @@ fn main() -> ExitCode {
             .to_owned()
     });
     init_tracing(&log);
+    if let Err(e) = gzship_core::worker::disable_huge_pages() {
+        tracing::debug!(error = %e, "transparent huge pages stay on");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
