@@ -39,9 +39,10 @@ use crate::wire::{Task, TaskReport};
 /// A task's memory is its block and part buffers, allocated once and reused (first touch is
 /// most of their cost), and mimalloc backs them with 2 MiB pages where the system allows
 /// (`madvise`). Measured on 2 cores of an AMD EPYC (KVM guest), 1 GiB of logs, alternating
-/// builds: peak RSS 1 task 126 -> 102 MiB, 4 tasks 195 -> 170, pinned to one core 106 -> 86,
-/// CPU within the machine's noise; fresh memory first touched at 0.32-0.38 GB/s in 2 MiB pages
-/// against 1.1-1.4 GB/s in 4 KiB pages (bench/results/2026-11-30-issue15-slots-pages.md).
+/// builds: peak RSS 1 task 126 -> 102 MiB, 4 tasks 195 -> 170, pinned to one core 106 -> 86;
+/// system time a third lower (five times the page faults, each far cheaper), user time
+/// unchanged; fresh memory first touched at 0.32-0.38 GB/s in 2 MiB pages against 1.1-1.4
+/// GB/s in 4 KiB pages (bench/results/2026-11-30-issue15-slots-pages.md).
 pub fn disable_huge_pages() -> std::io::Result<()> {
     rustix::thread::disable_transparent_huge_pages(true).map_err(std::io::Error::from)
 }
