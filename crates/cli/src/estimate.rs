@@ -236,7 +236,8 @@ pub fn estimate(a: &Assumptions, mut tuning: plan::Tuning) -> anyhow::Result<Est
         })
         .sum();
     let object_bytes = (a.size as f64 / a.ratio) as u64;
-    // The worker's own bound (worker.rs): 2 blocks per compression slot plus the read-ahead,
+    // The worker's own bound (worker.rs): 2 blocks per block handed to compression (the
+    // block, its member) plus the read-ahead,
     // and, while two parts fit the default part memory, one part per upload in flight plus the
     // one being cut (a part holds at most the task's compressed stream); bigger parts are
     // spooled to /tmp, leaving under 5 MiB + one member of them in memory.

@@ -3,11 +3,13 @@
 //! Pipeline, every stage concurrent and every queue bounded:
 //! ```text
 //! Source::read_range -> blocks of block_size -> compress (compress_parallelism blocks at
-//! once, on the blocking pool: every core) -> members in source order -> PartAssembler ->
-//! UploadPart (uploads_in_flight at once) -> TaskReport
+//! once, on the blocking pool, one per core of the process at a time) -> members in source
+//! order -> PartAssembler -> UploadPart (uploads_in_flight at once) -> TaskReport
 //! ```
-//! Peak memory is about `compress_parallelism * 2 * block_size` plus the source's reads in
-//! flight plus the parts: `(uploads + 1) * (part_size + 5 MiB)` while that fits `part_memory`
+//! Peak memory is about `(2 * compress_parallelism + 4) * block_size` (blocks read ahead or
+//! waiting for a core, members waiting for their turn; members are as big as blocks only for
+//! incompressible data) plus one compressor per core plus the source's reads in flight plus
+//! the parts: `(uploads + 1) * (part_size + 5 MiB)` while that fits `part_memory`
 //! (256 MiB by default: parts up to about 120 MiB, sources up to about 1 TiB), else the parts go
 //! to temporary files in the spool directory and only a few MiB of them stay in memory
 //! ([`SpoolBudget::part_storage`], [`crate::spool`]). It grows neither with the range nor with
