@@ -160,9 +160,7 @@ fn main() -> ExitCode {
             .to_owned()
     });
     init_tracing(&log);
-    if let Err(e) = gzship_core::worker::disable_huge_pages() {
-        tracing::debug!(error = %e, "transparent huge pages stay on");
-    }
+    gzship_core::worker::disable_huge_pages();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

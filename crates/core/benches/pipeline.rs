@@ -789,6 +789,13 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
     } else {
         args.variants.iter().map(|(n, _)| format!("@{n}")).collect()
     };
+    // The two-core gzship rows over logs that targets are set for: 1 task and --tasks.
+    let two_core = |sfx: &str| {
+        [
+            format!("gzship-6-1t-logs{sfx}"),
+            format!("gzship-6-{}t-logs{sfx}", args.tasks),
+        ]
+    };
 
     let mut md = String::new();
     let _ = writeln!(
@@ -844,12 +851,7 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
     let pipeline = find("pipeline-logs");
     let compress = find("compress-6-logs");
     let cat = find("ssh-cat-aes");
-    for id in suffixes.iter().flat_map(|sfx| {
-        [
-            format!("gzship-6-1t-logs{sfx}"),
-            format!("gzship-6-{}t-logs{sfx}", args.tasks),
-        ]
-    }) {
+    for id in suffixes.iter().flat_map(|sfx| two_core(sfx)) {
         let (Some(g), Some(p)) = (find(&id), pipeline) else {
             continue;
         };
@@ -881,10 +883,7 @@ fn report(args: &Args, rows: &[Row], gzip6: u64, size: u64, cores: usize) {
     // pinned to one. Each is the median of the repeats' own ratios (the row and its reference
     // ran minutes apart at most), which drifts in this shared machine's speed cancel.
     for sfx in &suffixes {
-        for id in [
-            format!("gzship-6-1t-logs{sfx}"),
-            format!("gzship-6-{}t-logs{sfx}", args.tasks),
-        ] {
+        for id in two_core(sfx) {
             if let (Some(g), Some(c)) = (find_row(&id), find_row("compress-6-logs")) {
                 let x = paired(g, c, |g, c| g.client_cpu / c.client_cpu);
                 targets.push(json!({

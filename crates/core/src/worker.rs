@@ -44,9 +44,18 @@ use crate::wire::{Task, TaskReport};
 /// builds: peak RSS 1 task 126 -> 102 MiB, 4 tasks 195 -> 170, pinned to one core 106 -> 86;
 /// system time a third lower (five times the page faults, each far cheaper), user time
 /// unchanged; fresh memory first touched at 0.32-0.38 GB/s in 2 MiB pages against 1.1-1.4
-/// GB/s in 4 KiB pages (bench/results/2026-11-30-issue15-slots-pages.md).
-pub fn disable_huge_pages() -> std::io::Result<()> {
-    rustix::thread::disable_transparent_huge_pages(true).map_err(std::io::Error::from)
+/// GB/s in 4 KiB pages (bench/results/2026-11-30-issue15-slots-pages.md). A kernel that
+/// refuses leaves them on, which costs memory, not correctness: logged at debug.
+pub fn disable_huge_pages() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "transparent huge pages stay on");
+    }
+}
+
+/// The cores this process may run on (2 when unknown): the compression slots, and twice the
+/// default `compress_parallelism`.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Worker knobs.
@@ -84,9 +93,8 @@ pub struct WorkerTuning {
 
 impl Default for WorkerTuning {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         WorkerTuning {
-            compress_parallelism: 2 * cores,
+            compress_parallelism: 2 * cores(),
             uploads_in_flight: 4,
             part_memory: 256 * MIB,
             spool_dir: std::env::temp_dir(),
@@ -381,12 +389,9 @@ struct Compression {
     idle: std::sync::Mutex<Vec<BlockCompressor>>,
 }
 
-static COMPRESSION: std::sync::LazyLock<Compression> = std::sync::LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Compression {
-        slots: Arc::new(tokio::sync::Semaphore::new(cores)),
-        idle: std::sync::Mutex::new(Vec::new()),
-    }
+static COMPRESSION: std::sync::LazyLock<Compression> = std::sync::LazyLock::new(|| Compression {
+    slots: Arc::new(tokio::sync::Semaphore::new(cores())),
+    idle: std::sync::Mutex::new(Vec::new()),
 });
 
 impl Compression {
@@ -593,9 +598,20 @@ mod tests {
         });
     }
 
+    /// Idle compressors of the process at `level`.
+    fn idle_compressors(level: Level) -> usize {
+        COMPRESSION
+            .idle
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.level() == level)
+            .count()
+    }
+
     #[test]
     fn huge_pages_can_be_turned_off() {
-        disable_huge_pages().unwrap();
+        disable_huge_pages();
         assert!(rustix::thread::transparent_huge_pages_are_disabled().unwrap());
     }
 
@@ -614,14 +630,8 @@ mod tests {
                 assert_eq!(member.unwrap().input_len, 4 << 20);
             }
         });
-        let made = COMPRESSION
-            .idle
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.level() == level)
-            .count();
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let made = idle_compressors(level);
+        let cores = cores();
         assert!(
             (1..=cores).contains(&made),
             "{made} compressors for 16 blocks at once on {cores} cores"
@@ -632,15 +642,7 @@ mod tests {
     fn one_compressor_serves_compressions_in_turn() {
         // Level 3 is used by no other test of this crate: its compressors are this test's.
         let level = Level::new(3).unwrap();
-        let idle = || {
-            COMPRESSION
-                .idle
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|c| c.level() == level)
-                .count()
-        };
+        let idle = || idle_compressors(level);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()

@@ -19,9 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
-    if let Err(e) = gzship_core::worker::disable_huge_pages() {
-        tracing::debug!(error = %e, "transparent huge pages stay on");
-    }
+    gzship_core::worker::disable_huge_pages();
     let env = WorkerEnv::from_lookup(&env_var).context("read the worker's configuration")?;
     // One budget for the process: its invocations share /tmp. A worker killed by its timeout
     // leaves its spooled parts there, and /tmp outlives it.
