@@ -44,6 +44,12 @@ async fn killed_sessions_are_resumed_without_gaps_or_duplicates() {
     suite::killed_sessions_are_resumed_without_gaps_or_duplicates().await;
 }
 
+/// OpenSSH only, for the same reason.
+#[tokio::test]
+async fn idle_connections_are_reused_and_dropped_ones_replaced() {
+    suite::idle_connections_are_reused_and_dropped_ones_replaced().await;
+}
+
 /// ProFTPD only: its log names the file handles a session left open.
 #[tokio::test]
 async fn handles_are_closed_after_reads_and_failures() {

@@ -3,13 +3,16 @@
 //!
 //! - [`SftpConfig`]: server, user, [`SshAuth`] (private key or password), [`HostKeyPolicy`]
 //!   (pinned fingerprint, known_hosts, or an explicit and loud accept-any) and [`SftpTuning`].
-//! - [`SftpSource`]: `stat` and `read_range`. Each call opens its own connection(s); a
-//!   `read_range` keeps many READs in flight (russh-sftp's `File` keeps only a few), delivers
-//!   bytes in order, resumes after a lost connection at the first byte not yet delivered, and
-//!   fails with [`Error::SourceChanged`] rather than yield bytes of a changed file.
+//! - [`SftpSource`]: `stat` and `read_range`. Each call runs on connections of its own: ones
+//!   an earlier call of the same source is done with (kept idle for 5 s, so the local runner's
+//!   first task reads on its master's stat connection and later tasks on the earlier tasks'),
+//!   or new ones. A `read_range` keeps many READs in flight (russh-sftp's `File` keeps only a
+//!   few), delivers bytes in order, resumes after a lost connection at the first byte not yet
+//!   delivered, and fails with [`Error::SourceChanged`] rather than yield bytes of a changed
+//!   file.
 //!
 //! Module map: `config` (the types above), `known_hosts` (OpenSSH known_hosts matching),
-//! `connect` (handshake, host key, login, retries), `session` (the SFTP requests and answers on
+//! `connect` (handshake, host key, login, retries, idle connections), `session` (the SFTP requests and answers on
 //! one channel, READ data handed on without a copy), `read` (the pipelined range reader), `list`
 //! (directory listings and probes, for scans).
 
@@ -33,8 +36,9 @@ pub use config::{HostKeyPolicy, OPENSSH_MAX_READ, SftpConfig, SftpTuning, SshAut
 pub use known_hosts::{KnownHosts, Verdict};
 
 pub(crate) use connect::caused_by_final_answer;
-use connect::{Shared, connect, stat_of};
+use connect::{Shared, stat_of};
 use read::RangeReader;
+use russh_sftp::client::error::Error as SftpError;
 
 /// Reads files of one SFTP server. Cheap to share: clone it or put it behind a reference.
 #[derive(Clone)]
@@ -78,10 +82,23 @@ enum StatFailure {
 
 impl Source for SftpSource {
     async fn stat(&self, path: &str) -> Result<SourceStat> {
-        let conn = connect(&self.shared).await?;
         let timeout = self.shared.config.tuning.request_timeout;
-        let result = tokio::time::timeout(timeout, conn.sftp.stat(path)).await;
-        conn.close().await;
+        let answered = |r: &std::result::Result<std::result::Result<_, SftpError>, _>| {
+            matches!(r, Ok(Ok(_)) | Ok(Err(SftpError::Status(_))))
+        };
+        let (conn, result) = self
+            .shared
+            .first(
+                |conn| {
+                    Box::pin(async move {
+                        let got = tokio::time::timeout(timeout, conn.sftp.stat(path)).await;
+                        (conn, got)
+                    })
+                },
+                answered,
+            )
+            .await?;
+        self.shared.done(conn, answered(&result)).await;
         let fail = |source: StatFailure| Error::SftpStat {
             path: path.to_owned(),
             source: Box::new(source),

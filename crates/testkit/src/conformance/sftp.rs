@@ -708,11 +708,50 @@ pub async fn killed_sessions_are_resumed_without_gaps_or_duplicates() {
         );
     }
     let logins = sshd.log().matches("Accepted publickey").count();
-    // stat + (1 + 2 reconnects) for one connection, stat + 2 * 3 for two.
+    // The read starts on the stat's connection: 1 + 2 reconnects for one connection, 2 * 3
+    // for two.
     assert!(
-        logins >= 2 + 3 + 6,
+        logins >= 3 + 6,
         "expected reconnects, sshd log shows {logins} logins"
     );
+}
+
+/// OpenSSH only (its sessions can be killed): a source's requests run on the connection its
+/// earlier ones are done with (the local runner's first task reads on its master's stat
+/// connection); one the server dropped meanwhile is replaced without an error; dropping the
+/// source closes the idle connection.
+pub async fn idle_connections_are_reused_and_dropped_ones_replaced() {
+    let (server, _) = Backend::OpenSsh.start(&[]).await;
+    let Server::OpenSsh(sshd) = &server else {
+        unreachable!("Backend::OpenSsh starts OpenSSH")
+    };
+    let len = 300_000;
+    let (local, remote) = put(&server, "idle.log", DataKind::Logs, len, 11);
+    let want = std::fs::read(&local).unwrap();
+    let src = source(&server, fast_tuning());
+    let expect = src.stat(&remote).await.unwrap();
+    assert!(read(&src, &remote, range(0, len), expect).await == want);
+    assert_eq!(src.stat(&remote).await.unwrap(), expect);
+    assert_eq!(sshd.session_count(), 1, "one connection, idle now");
+    assert_eq!(sshd.kill_sessions(), 1);
+    assert!(read(&src, &remote, range(10, 20), expect).await == want[10..20]);
+    assert_eq!(src.stat(&remote).await.unwrap(), expect);
+    assert_eq!(
+        sshd.session_count(),
+        1,
+        "the dropped connection was replaced"
+    );
+    drop(src);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sshd.session_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dropped source's idle connection is still open after 20 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let logins = sshd.log().matches("Accepted publickey").count();
+    assert_eq!(logins, 2, "a login before and one after the kill");
 }
 
 /// A file whose size or mtime is not the stat the read expects, or that is shorter than the
@@ -913,10 +952,12 @@ pub async fn handles_are_closed_after_reads_and_failures() {
     // Each session writes its last lines when it ends.
     proftpd.wait_until_sessions_end().await;
     let log = proftpd.sftp_log();
-    // Stats: 2 + 1 + 1 (in read_around_a_change). Reads: 1 + 1 on one connection, 2 + 1 on
-    // two (a 10-byte range needs one), 1 that failed its check, 1 truncated.
+    // A source's requests run on the connections its earlier requests are done with: one
+    // login for the source of one connection (stat, then both reads), two for the source of two
+    // (stat, then the whole range on that one and a second), one for the check that failed
+    // (stat, then the read that closes the connection) and one in read_around_a_change.
     let logins = log.matches("authenticated via 'publickey'").count();
-    assert_eq!(logins, 11, "logins in the log:\n{log}");
+    assert_eq!(logins, 5, "logins in the log:\n{log}");
     assert!(
         !log.contains("unclosed"),
         "gzship left file handles open:\n{log}"
@@ -1023,8 +1064,9 @@ pub async fn an_unsupported_operation_is_not_retried() {
 }
 
 /// Calls the macro `$runner` with the name of every check of the SFTP suite that runs against
-/// every [`Backend`] (all but [`killed_sessions_are_resumed_without_gaps_or_duplicates`], which
-/// needs OpenSSH, [`handles_are_closed_after_reads_and_failures`], which needs ProFTPD, the
+/// every [`Backend`] (all but [`killed_sessions_are_resumed_without_gaps_or_duplicates`] and
+/// [`idle_connections_are_reused_and_dropped_ones_replaced`], which need OpenSSH,
+/// [`handles_are_closed_after_reads_and_failures`], which needs ProFTPD, the
 /// paramiko server's variants, and [`connection_refused_is_retried_then_reported`], which needs
 /// no server),
 /// so that a runner makes one test per check and backend without a list of its own. See

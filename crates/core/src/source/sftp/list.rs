@@ -2,6 +2,7 @@
 //! file (OPEN for reading, FSTAT), for scans of a remote directory.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use russh_sftp::client::error::Error as SftpError;
@@ -11,7 +12,7 @@ use tracing::debug;
 use crate::error::{Error, Result};
 use crate::source::{DirEntry, EntryKind, SourceStat};
 
-use super::connect::{Connection, Shared, connect, is_eof, stat_of};
+use super::connect::{Connection, Shared, is_eof, stat_of};
 
 /// Why a listing or a probe failed (the cause of [`Error::SftpList`] or [`Error::SftpStat`]).
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,15 @@ enum ListFailure {
     Timeout(&'static str, Duration),
     #[error("the server's attributes lack the size or mtime")]
     Incomplete,
+}
+
+/// Whether the connection is in good order after a listing or a probe: it ended with the
+/// server's answers (a status answer included), not a lost or silent connection.
+fn answered<T>(result: &std::result::Result<T, ListFailure>) -> bool {
+    matches!(
+        result,
+        Ok(_) | Err(ListFailure::Sftp(_, SftpError::Status(_)) | ListFailure::Incomplete)
+    )
 }
 
 /// Runs one SFTP request with the request timeout; `what` names it in the error.
@@ -37,10 +47,20 @@ async fn request<T>(
 }
 
 /// Lists `dir` on one connection of its own.
-pub(super) async fn list(shared: &Shared, dir: &str) -> Result<Vec<DirEntry>> {
-    let conn = connect(shared).await?;
-    let result = list_on(&conn, shared.config.tuning.request_timeout, dir).await;
-    conn.close().await;
+pub(super) async fn list(shared: &Arc<Shared>, dir: &str) -> Result<Vec<DirEntry>> {
+    let timeout = shared.config.tuning.request_timeout;
+    let (conn, result) = shared
+        .first(
+            |conn| {
+                Box::pin(async move {
+                    let got = list_on(&conn, timeout, dir).await;
+                    (conn, got)
+                })
+            },
+            answered,
+        )
+        .await?;
+    shared.done(conn, answered(&result)).await;
     let entries = result.map_err(|e| Error::SftpList {
         path: dir.to_owned(),
         source: Box::new(e),
@@ -114,10 +134,20 @@ fn kind_of(attrs: &FileAttributes) -> EntryKind {
 }
 
 /// Opens `path` for reading and stats the open file, on one connection of its own.
-pub(super) async fn probe(shared: &Shared, path: &str) -> Result<SourceStat> {
-    let conn = connect(shared).await?;
-    let result = probe_on(&conn, shared.config.tuning.request_timeout, path).await;
-    conn.close().await;
+pub(super) async fn probe(shared: &Arc<Shared>, path: &str) -> Result<SourceStat> {
+    let timeout = shared.config.tuning.request_timeout;
+    let (conn, result) = shared
+        .first(
+            |conn| {
+                Box::pin(async move {
+                    let got = probe_on(&conn, timeout, path).await;
+                    (conn, got)
+                })
+            },
+            answered,
+        )
+        .await?;
+    shared.done(conn, answered(&result)).await;
     result.map_err(|e| Error::SftpStat {
         path: path.to_owned(),
         source: Box::new(e),

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::source::SourceStat;
 use crate::types::ByteRange;
 
-use super::connect::{Connection, Shared, connect, is_eof, is_unsupported, stat_of};
+use super::connect::{Connection, Shared, is_eof, is_unsupported, stat_of};
 
 /// A file opened on one connection.
 #[derive(Debug)]
@@ -35,15 +35,24 @@ struct OpenFile {
 
 impl OpenFile {
     /// Closes the handle (SFTP CLOSE), waiting at most `timeout` for the answer, then the
-    /// connection. Servers keep unclosed handles until the connection ends, and some log each
-    /// one (ProFTPD: "aborting 1 unclosed file handle").
-    async fn close(self, timeout: Duration) {
-        match tokio::time::timeout(timeout, self.conn.sftp.close(self.handle.as_str())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => debug!(error = %e, "sftp close of a read handle failed"),
-            Err(_) => debug!(?timeout, "sftp close of a read handle got no answer"),
-        }
-        self.conn.close().await;
+    /// connection: kept for the source's next request (see `Shared::done`) when `reuse` says
+    /// no request is outstanding on it and the CLOSE was answered, closed otherwise. Servers
+    /// keep unclosed handles until the connection ends, and some log each one (ProFTPD:
+    /// "aborting 1 unclosed file handle").
+    async fn close(self, shared: &Arc<Shared>, timeout: Duration, reuse: bool) {
+        let closed =
+            match tokio::time::timeout(timeout, self.conn.sftp.close(self.handle.as_str())).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "sftp close of a read handle failed");
+                    false
+                }
+                Err(_) => {
+                    debug!(?timeout, "sftp close of a read handle got no answer");
+                    false
+                }
+            };
+        shared.done(self.conn, reuse && closed).await;
     }
 }
 
@@ -198,14 +207,15 @@ impl RangeReader {
             }
             Ok(None) => {
                 self.finished = true;
-                self.close().await;
+                // Every READ was answered: the connections are in good order.
+                self.close(true).await;
                 None
             }
             Err(e) => {
                 self.finished = true;
                 // The connections that failed were dropped already (see `reconnect`); these
                 // still answer, so their handles are closed.
-                self.close().await;
+                self.close(false).await;
                 Some(Err(e))
             }
         }
@@ -334,15 +344,16 @@ impl RangeReader {
         Ok(())
     }
 
-    /// Closes every handle and connection, together, each CLOSE bounded by the request
-    /// timeout.
-    async fn close(&mut self) {
+    /// Closes every handle, together, each CLOSE bounded by the request timeout, and then
+    /// the connections, or keeps them for the source's next request (`reuse`).
+    async fn close(&mut self, reuse: bool) {
         self.inflight = FuturesOrdered::new();
-        let timeout = self.target.shared.config.tuning.request_timeout;
+        let shared = &self.target.shared;
+        let timeout = shared.config.tuning.request_timeout;
         let closes = std::mem::take(&mut self.files)
             .into_iter()
             .filter_map(Arc::into_inner)
-            .map(|f| f.close(timeout));
+            .map(|f| f.close(shared, timeout, reuse));
         futures::future::join_all(closes).await;
     }
 }
@@ -366,7 +377,10 @@ impl Target {
         }
         if let Some(e) = failed {
             let timeout = t.request_timeout;
-            futures::future::join_all(files.into_iter().map(|f| f.close(timeout))).await;
+            let closes = files
+                .into_iter()
+                .map(|f| f.close(&self.shared, timeout, false));
+            futures::future::join_all(closes).await;
             return Err(e);
         }
         debug!(
@@ -380,15 +394,27 @@ impl Target {
     }
 
     async fn open_one(&self) -> Result<OpenFile> {
-        let conn = connect(&self.shared).await?;
         let timeout = self.shared.config.tuning.request_timeout;
-        let handle = match tokio::time::timeout(
-            timeout,
-            conn.sftp
-                .open(&self.path, OpenFlags::READ, FileAttributes::empty()),
-        )
-        .await
-        {
+        let path = self.path.as_str();
+        let answered = |r: &std::result::Result<std::result::Result<_, SftpError>, _>| {
+            matches!(r, Ok(Ok(_)) | Ok(Err(SftpError::Status(_))))
+        };
+        let (conn, opened) = self
+            .shared
+            .first(
+                |conn| {
+                    Box::pin(async move {
+                        let open = conn
+                            .sftp
+                            .open(path, OpenFlags::READ, FileAttributes::empty());
+                        let got = tokio::time::timeout(timeout, open).await;
+                        (conn, got)
+                    })
+                },
+                answered,
+            )
+            .await?;
+        let handle = match opened {
             Ok(Ok(h)) => h.handle,
             Ok(Err(SftpError::Status(s))) if s.status_code == StatusCode::NoSuchFile => {
                 return Err(Error::SourceChanged {
@@ -424,7 +450,7 @@ impl Target {
         match checked {
             Ok(()) => Ok(file),
             Err(e) => {
-                file.close(timeout).await;
+                file.close(&self.shared, timeout, false).await;
                 Err(e)
             }
         }
