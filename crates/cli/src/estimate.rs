@@ -154,9 +154,9 @@ impl EstimateArgs {
             .model
             .worker_memory
             .map_or(DEFAULT_WORKER_MEMORY_MIB, |bytes| (bytes >> 20) as u32);
-        let speed = match settings.model.worker_mb_per_s {
-            Some(mb) => WorkerSpeed::Fixed(mb),
-            None => WorkerSpeed::Memory(f64::from(memory_mb)),
+        let speed = match (settings.model.worker_mb_per_s, settings.model.worker_memory) {
+            (None, None) => WorkerSpeed::Memory(f64::from(memory_mb)),
+            _ => settings.model.worker_speed,
         };
         let vcpus = (f64::from(memory_mb) / MIB_PER_VCPU)
             .ceil()

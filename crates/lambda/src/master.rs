@@ -594,7 +594,16 @@ pub fn master_schedule(
     tuning: &Tuning,
     env: &MasterEnv,
 ) -> Result<(Plan, Schedule)> {
-    let model = env.master.duration_model(level);
+    schedule_with(&env.master.duration_model(level), size, tuning, env)
+}
+
+/// [`master_schedule`] by `model`.
+fn schedule_with(
+    model: &DurationModel,
+    size: u64,
+    tuning: &Tuning,
+    env: &MasterEnv,
+) -> Result<(Plan, Schedule)> {
     let mut tuning = tuning.clone();
     model.cap_tasks(&mut tuning, env.worker_timeout);
     let plan = plan::plan(size, &tuning)?;
@@ -610,7 +619,7 @@ pub fn master_schedule(
 /// Says what to change. A master with a state machine runs such a job there instead.
 pub fn check_duration(size: u64, level: Level, tuning: &Tuning, env: &MasterEnv) -> Result<()> {
     let model = env.master.duration_model(level);
-    let (plan, schedule) = master_schedule(size, level, tuning, env)?;
+    let (plan, schedule) = schedule_with(&model, size, tuning, env)?;
     let budget = Schedule::master_budget_secs(env.master_timeout);
     if schedule.fits_master(env.master_timeout) {
         return Ok(());
