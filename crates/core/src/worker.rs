@@ -230,7 +230,8 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
             }
         }
     }
-    // Close the SFTP stream before the last uploads finish.
+    // End the SFTP stream (its connection closes, or waits idle for the source's next
+    // request) before the last uploads finish.
     drop(members);
     // The reader has ended (the channel closed); a panic there would otherwise look like a
     // short source.

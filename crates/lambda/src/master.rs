@@ -297,7 +297,10 @@ async fn scan_dir<M: MultipartStore + ObjectStore, I: Invoker>(
         &env.master.policy,
         now,
     )
-    .await?;
+    .await;
+    // The listing's and probes' connections are not needed past this handler.
+    source.close_idle().await;
+    let outcome = outcome?;
     let mut report = ScanReport {
         source: request.source.to_string(),
         matched: outcome.matched,
@@ -358,6 +361,8 @@ pub async fn run_job<M: MultipartStore + ObjectStore, I: Invoker>(
     );
     let source = sftp_source(&job.source, &env.ssh, deps.credentials).await?;
     let stat = source.stat(&job.source.path).await?;
+    // The workers read the file on connections of their own.
+    source.close_idle().await;
     let source = StatOnce {
         inner: &source,
         path: &job.source.path,
@@ -479,8 +484,9 @@ async fn resume_job<M: MultipartStore + ObjectStore, I: Invoker>(
     })?;
     let recorded = at.read_existing(deps.store).await?;
     let source = sftp_source(&recorded.source, &env.ssh, deps.credentials).await?;
-    let (record, done) =
-        master::prepare_resume(&at, recorded, &source, deps.store, &env.master).await?;
+    let prepared = master::prepare_resume(&at, recorded, &source, deps.store, &env.master).await;
+    source.close_idle().await;
+    let (record, done) = prepared?;
     let remaining: Vec<u32> = record
         .plan
         .tasks

@@ -76,7 +76,10 @@ async fn run_task<M: MultipartStore + Clone + 'static>(
     env.policy.check_source(&task.source)?;
     env.policy.check_destination(&task.destination)?;
     let source = sftp_source(&task.source, &env.ssh, credentials).await?;
-    Ok(worker::run(task, &source, store, &env.tuning, spool, None).await?)
+    let report = worker::run(task, &source, store, &env.tuning, spool, None).await;
+    // Closed while the handler runs: the sandbox may be frozen right after it returns.
+    source.close_idle().await;
+    Ok(report?)
 }
 
 /// Runs task `index` of the job recorded at `record`, records its report; a fatal failure is

@@ -255,28 +255,45 @@ impl Sshd {
             all.push(s);
             descendants(s, &mut all);
         }
-        if all.is_empty() {
-            return 0;
+        self.kill_and_wait(&all);
+        sessions.len()
+    }
+
+    /// Kills every `sftp-server` of every session with SIGKILL and waits until they are gone,
+    /// leaving the SSH connections open: clients see their SFTP channels close. Returns how
+    /// many were killed.
+    pub fn kill_sftp_servers(&self) -> usize {
+        let mut all = Vec::new();
+        descendants(self.pid(), &mut all);
+        all.retain(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sftp-server")
+        });
+        self.kill_and_wait(&all);
+        all.len()
+    }
+
+    fn kill_and_wait(&self, pids: &[u32]) {
+        if pids.is_empty() {
+            return;
         }
         let mut cmd = Command::new("kill");
         cmd.arg("-KILL");
-        for pid in &all {
+        for pid in pids {
             cmd.arg(pid.to_string());
         }
         // Some may already have exited: ignore kill's status, then check /proc.
         let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut attempt = 0;
-        while all.iter().any(|p| is_alive(*p)) {
+        while pids.iter().any(|p| is_alive(*p)) {
             assert!(
                 Instant::now() < deadline,
-                "sessions {all:?} of sshd {} did not die",
+                "processes {pids:?} of sshd {} did not die",
                 self.pid()
             );
             attempt += 1;
             std::thread::sleep(POLL.delay(attempt));
         }
-        sessions.len()
     }
 
     /// How many sessions (per-connection sshd processes) are open now.

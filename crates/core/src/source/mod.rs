@@ -92,7 +92,8 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
 ///   range, or changed, the stream ends with
 ///   [`Error::SourceChanged`](crate::Error::SourceChanged) instead of yielding wrong bytes.
 /// - Dropping the stream cancels outstanding reads and closes the connection.
-/// - Implementations are cheap to share (`&self`); each `read_range` may open its own connections.
+/// - Implementations are cheap to share (`&self`); each call may open connections of its own,
+///   and may keep them, after the call, for the next (the SFTP source: 5 s, or until dropped).
 pub trait Source: Send + Sync {
     /// Stats `path`.
     fn stat(&self, path: &str) -> impl Future<Output = Result<SourceStat>> + Send;

@@ -12,9 +12,9 @@
 //!   file.
 //!
 //! Module map: `config` (the types above), `known_hosts` (OpenSSH known_hosts matching),
-//! `connect` (handshake, host key, login, retries, idle connections), `session` (the SFTP requests and answers on
-//! one channel, READ data handed on without a copy), `read` (the pipelined range reader), `list`
-//! (directory listings and probes, for scans).
+//! `connect` (handshake, host key, login, retries, idle connections), `session` (the SFTP
+//! requests and answers on one channel, READ data handed on without a copy), `read` (the
+//! pipelined range reader), `list` (directory listings and probes, for scans).
 
 use std::fmt;
 use std::sync::Arc;
@@ -66,6 +66,14 @@ impl SftpSource {
     /// The configuration in use.
     pub fn config(&self) -> &SftpConfig {
         &self.shared.config
+    }
+
+    /// Closes, politely, the connections kept idle for the next request, and waits for that.
+    /// Idle connections close on their own 5 s after their last use, and when the source is
+    /// dropped (in the background); a caller about to end, such as a Lambda handler whose
+    /// sandbox may be frozen before background work runs, calls this last.
+    pub async fn close_idle(&self) {
+        self.shared.close_idle().await;
     }
 }
 

@@ -718,8 +718,8 @@ pub async fn killed_sessions_are_resumed_without_gaps_or_duplicates() {
 
 /// OpenSSH only (its sessions can be killed): a source's requests run on the connection its
 /// earlier ones are done with (the local runner's first task reads on its master's stat
-/// connection); one the server dropped meanwhile is replaced without an error; dropping the
-/// source closes the idle connection.
+/// connection); one whose SFTP channel or whole connection the server dropped meanwhile is
+/// replaced without an error; dropping the source closes the idle connection.
 pub async fn idle_connections_are_reused_and_dropped_ones_replaced() {
     let (server, _) = Backend::OpenSsh.start(&[]).await;
     let Server::OpenSsh(sshd) = &server else {
@@ -733,13 +733,16 @@ pub async fn idle_connections_are_reused_and_dropped_ones_replaced() {
     assert!(read(&src, &remote, range(0, len), expect).await == want);
     assert_eq!(src.stat(&remote).await.unwrap(), expect);
     assert_eq!(sshd.session_count(), 1, "one connection, idle now");
-    assert_eq!(sshd.kill_sessions(), 1);
+    // The SSH connection stays up, its SFTP channel is gone: the first request on it fails.
+    assert_eq!(sshd.kill_sftp_servers(), 1);
     assert!(read(&src, &remote, range(10, 20), expect).await == want[10..20]);
+    // The whole session gone: the connection is seen closed before any request.
+    assert!(sshd.kill_sessions() >= 1);
     assert_eq!(src.stat(&remote).await.unwrap(), expect);
     assert_eq!(
         sshd.session_count(),
         1,
-        "the dropped connection was replaced"
+        "the dropped connections were replaced"
     );
     drop(src);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -751,7 +754,7 @@ pub async fn idle_connections_are_reused_and_dropped_ones_replaced() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let logins = sshd.log().matches("Accepted publickey").count();
-    assert_eq!(logins, 2, "a login before and one after the kill");
+    assert_eq!(logins, 3, "a login before the kills and one after each");
 }
 
 /// A file whose size or mtime is not the stat the read expects, or that is shorter than the

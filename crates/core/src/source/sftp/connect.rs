@@ -23,7 +23,8 @@ use super::config::{HostKeyPolicy, SftpConfig, SshAuth};
 use super::known_hosts::Verdict;
 use super::session::Session;
 
-/// What [`connect`] needs: the config and the private key decoded once.
+/// What a source's connections share: the config, the private key decoded once (what
+/// [`connect`] needs) and the connections kept idle for the next request ([`Idle`]).
 pub(super) struct Shared {
     pub config: SftpConfig,
     pub addr: String,
@@ -87,20 +88,27 @@ impl Shared {
 
     /// Runs `work`, a source's first request or requests, on an idle connection (see [`Idle`])
     /// or a new one, and hands the connection back with what `work` got. An idle connection
-    /// the server dropped meanwhile fails with something other than an answer (`in_order`
-    /// false): then `work` runs again on a new connection. The caller ends the connection with
+    /// the server dropped meanwhile fails with something other than an answer (`answered`
+    /// false): then the other idle connections are let go too (the server may have restarted)
+    /// and `work` runs again on a new connection. The caller ends the connection with
     /// [`Shared::done`].
     pub async fn first<'a, R>(
         &self,
         work: impl Fn(Connection) -> BoxFuture<'a, (Connection, R)>,
-        in_order: impl Fn(&R) -> bool,
+        answered: impl Fn(&R) -> bool,
     ) -> Result<(Connection, R)> {
         if let Some(conn) = self.idle.take() {
             let (conn, got) = work(conn).await;
-            if in_order(&got) {
+            if answered(&got) {
                 return Ok((conn, got));
             }
-            debug!(addr = %self.addr, "an idle ssh connection failed; connecting anew");
+            drop(conn);
+            let others = self.idle.take_all();
+            debug!(
+                addr = %self.addr,
+                dropped = others.len(),
+                "an idle ssh connection failed; connecting anew"
+            );
         }
         Ok(work(connect(self).await?).await)
     }
@@ -114,25 +122,43 @@ impl Shared {
             return;
         }
         match self.idle.put(conn) {
-            Some(conn) => conn.close().await,
-            None => {
-                // Closes the connection politely if nobody takes it in time.
-                let shared = Arc::downgrade(self);
-                tokio::spawn(async move {
-                    tokio::time::sleep(IDLE_FOR).await;
-                    if let Some(shared) = Weak::upgrade(&shared) {
-                        let expired = shared.idle.expired();
-                        futures::future::join_all(expired.iter().map(Connection::close)).await;
-                    }
-                });
+            Put::Full(conn) => conn.close().await,
+            Put::Kept => {}
+            Put::KeptFirst => {
+                tokio::spawn(reap(Arc::downgrade(self)));
             }
+        }
+    }
+
+    /// Closes every idle connection, politely, and waits for that.
+    pub async fn close_idle(&self) {
+        let idle = self.idle.take_all();
+        futures::future::join_all(idle.iter().map(Connection::close)).await;
+    }
+}
+
+/// Closes the idle connections of `shared` as they expire, until none is left (the next
+/// [`Shared::done`] starts another); holds `shared` only while closing, so that it can be
+/// dropped meanwhile.
+async fn reap(shared: Weak<Shared>) {
+    let mut wait = IDLE_FOR;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (expired, next) = shared.idle.expire();
+        futures::future::join_all(expired.iter().map(Connection::close)).await;
+        match next {
+            Some(next) => wait = next,
+            None => return,
         }
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        let idle = self.idle.expired_or_not();
+        let idle = self.idle.take_all();
         if let (false, Ok(rt)) = (idle.is_empty(), tokio::runtime::Handle::try_current()) {
             rt.spawn(async move {
                 futures::future::join_all(idle.iter().map(Connection::close)).await;
@@ -152,16 +178,40 @@ const MAX_IDLE: usize = 16;
 /// reads on that connection, and each task after the first reads on connections the tasks
 /// before it are done with. A connection costs a handshake of several round trips and a new
 /// session on the server (OpenSSH: a process and the user's shell for `sftp-server`, 0.2 s
-/// and 0.15 CPU-s on the bench machine).
+/// and 0.15 CPU-s on the bench machine). One reaper task per source closes them as they
+/// expire.
 #[derive(Default)]
-struct Idle(Mutex<Vec<(Instant, Connection)>>);
+struct Idle(Mutex<IdleState>);
+
+#[derive(Default)]
+struct IdleState {
+    /// Oldest first.
+    conns: Vec<(Instant, Connection)>,
+    /// Whether a [`reap`] task is running.
+    reaping: bool,
+}
+
+/// What [`Idle::put`] did.
+enum Put {
+    /// Kept; the reaper runs already.
+    Kept,
+    /// Kept; start the reaper.
+    KeptFirst,
+    /// Not kept: [`MAX_IDLE`] wait already.
+    Full(Connection),
+}
 
 impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleState> {
+        // The state is consistent after every statement: a panic elsewhere leaves it usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The connection that waited least, if it is still open and within [`IDLE_FOR`]; the
     /// others that are not are dropped.
     fn take(&self) -> Option<Connection> {
-        let mut idle = self.0.lock().expect("idle connections lock");
-        while let Some((since, conn)) = idle.pop() {
+        let mut idle = self.lock();
+        while let Some((since, conn)) = idle.conns.pop() {
             if since.elapsed() < IDLE_FOR && !conn.ssh.is_closed() {
                 return Some(conn);
             }
@@ -169,30 +219,40 @@ impl Idle {
         None
     }
 
-    /// Keeps `conn`; hands it back if [`MAX_IDLE`] wait already.
-    fn put(&self, conn: Connection) -> Option<Connection> {
-        let mut idle = self.0.lock().expect("idle connections lock");
-        if idle.len() >= MAX_IDLE {
-            return Some(conn);
+    fn put(&self, conn: Connection) -> Put {
+        let mut idle = self.lock();
+        if idle.conns.len() >= MAX_IDLE {
+            return Put::Full(conn);
         }
-        idle.push((Instant::now(), conn));
-        None
+        idle.conns.push((Instant::now(), conn));
+        if std::mem::replace(&mut idle.reaping, true) {
+            Put::Kept
+        } else {
+            Put::KeptFirst
+        }
     }
 
-    /// Takes out the connections that waited [`IDLE_FOR`].
-    fn expired(&self) -> Vec<Connection> {
-        let mut idle = self.0.lock().expect("idle connections lock");
-        let (old, fresh) = std::mem::take(&mut *idle)
-            .into_iter()
-            .partition(|(since, _)| since.elapsed() >= IDLE_FOR);
-        *idle = fresh;
-        old.into_iter().map(|(_, conn)| conn).collect()
+    /// Takes out the connections that waited [`IDLE_FOR`], and says when the next one will
+    /// have; `None` (and the reaper stops) when none is left.
+    fn expire(&self) -> (Vec<Connection>, Option<Duration>) {
+        let mut idle = self.lock();
+        let fresh = idle
+            .conns
+            .iter()
+            .position(|(since, _)| since.elapsed() < IDLE_FOR)
+            .unwrap_or(idle.conns.len());
+        let expired = idle.conns.drain(..fresh).map(|(_, conn)| conn).collect();
+        let next = idle
+            .conns
+            .first()
+            .map(|(since, _)| IDLE_FOR.saturating_sub(since.elapsed()));
+        idle.reaping = next.is_some();
+        (expired, next)
     }
 
     /// Takes out every connection.
-    fn expired_or_not(&self) -> Vec<Connection> {
-        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *idle)
+    fn take_all(&self) -> Vec<Connection> {
+        std::mem::take(&mut self.lock().conns)
             .into_iter()
             .map(|(_, conn)| conn)
             .collect()

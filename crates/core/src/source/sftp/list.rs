@@ -53,14 +53,16 @@ pub(super) async fn list(shared: &Arc<Shared>, dir: &str) -> Result<Vec<DirEntry
         .first(
             |conn| {
                 Box::pin(async move {
-                    let got = list_on(&conn, timeout, dir).await;
-                    (conn, got)
+                    let mut in_order = true;
+                    let got = list_on(&conn, timeout, dir, &mut in_order).await;
+                    (conn, (got, in_order))
                 })
             },
-            answered,
+            |(got, _)| answered(got),
         )
         .await?;
-    shared.done(conn, answered(&result)).await;
+    let (result, in_order) = result;
+    shared.done(conn, in_order && answered(&result)).await;
     let entries = result.map_err(|e| Error::SftpList {
         path: dir.to_owned(),
         source: Box::new(e),
@@ -69,10 +71,13 @@ pub(super) async fn list(shared: &Arc<Shared>, dir: &str) -> Result<Vec<DirEntry
     Ok(entries)
 }
 
+/// Lists `dir` on `conn`; clears `in_order` when a request whose failure does not fail the
+/// listing (the CLOSE, a symlink's STAT) got no answer, or failed: its handle may be open.
 async fn list_on(
     conn: &Connection,
     timeout: Duration,
     dir: &str,
+    in_order: &mut bool,
 ) -> std::result::Result<Vec<DirEntry>, ListFailure> {
     let handle = request(timeout, "open the directory", conn.sftp.opendir(dir))
         .await?
@@ -91,8 +96,13 @@ async fn list_on(
             Err(e) => break Err(e),
         }
     };
-    // The handle is closed either way; a failed close loses nothing.
-    let _ = request(timeout, "close the directory", conn.sftp.close(&handle)).await;
+    // The handle is closed either way; a failed close loses nothing but the connection.
+    if request(timeout, "close the directory", conn.sftp.close(&handle))
+        .await
+        .is_err()
+    {
+        *in_order = false;
+    }
     read?;
     let mut entries = Vec::with_capacity(raw.len());
     for file in raw {
@@ -109,7 +119,13 @@ async fn list_on(
             .await
             {
                 Ok(attrs) => kind_of(&attrs.attrs),
-                Err(e) => EntryKind::Other(format!("a symlink that cannot be followed: {e}")),
+                Err(e) => {
+                    // A broken link is an answer; silence or a lost channel is not.
+                    if !matches!(e, ListFailure::Sftp(_, SftpError::Status(_))) {
+                        *in_order = false;
+                    }
+                    EntryKind::Other(format!("a symlink that cannot be followed: {e}"))
+                }
             }
         } else {
             kind_of(&file.attrs)
@@ -140,24 +156,28 @@ pub(super) async fn probe(shared: &Arc<Shared>, path: &str) -> Result<SourceStat
         .first(
             |conn| {
                 Box::pin(async move {
-                    let got = probe_on(&conn, timeout, path).await;
-                    (conn, got)
+                    let mut in_order = true;
+                    let got = probe_on(&conn, timeout, path, &mut in_order).await;
+                    (conn, (got, in_order))
                 })
             },
-            answered,
+            |(got, _)| answered(got),
         )
         .await?;
-    shared.done(conn, answered(&result)).await;
+    let (result, in_order) = result;
+    shared.done(conn, in_order && answered(&result)).await;
     result.map_err(|e| Error::SftpStat {
         path: path.to_owned(),
         source: Box::new(e),
     })
 }
 
+/// Probes `path` on `conn`; clears `in_order` as [`list_on`] does when the CLOSE failed.
 async fn probe_on(
     conn: &Connection,
     timeout: Duration,
     path: &str,
+    in_order: &mut bool,
 ) -> std::result::Result<SourceStat, ListFailure> {
     let open = conn
         .sftp
@@ -171,6 +191,11 @@ async fn probe_on(
         conn.sftp.fstat(handle.as_str()),
     )
     .await;
-    let _ = request(timeout, "close the file", conn.sftp.close(&handle)).await;
+    if request(timeout, "close the file", conn.sftp.close(&handle))
+        .await
+        .is_err()
+    {
+        *in_order = false;
+    }
     stat_of(&attrs?.attrs).ok_or(ListFailure::Incomplete)
 }

@@ -165,7 +165,8 @@ impl std::fmt::Debug for RangeReader {
 }
 
 impl RangeReader {
-    /// Connects, opens the file and checks it against `expect`; nothing is read yet.
+    /// Opens the file on connections of its own (idle ones of the source first, see
+    /// `Shared::first`) and checks it against `expect`; nothing is read yet.
     pub async fn open(
         shared: Arc<Shared>,
         path: String,
@@ -359,8 +360,8 @@ impl RangeReader {
 }
 
 impl Target {
-    /// Opens `connections` connections (fewer for a small range) and the file on each, and
-    /// checks the file against `expect` and the range.
+    /// Opens the file on `connections` connections (fewer for a small range; idle ones of the
+    /// source first), and checks it against `expect` and the range.
     async fn open_files(&self, delivered: u64) -> Result<Vec<Arc<OpenFile>>> {
         let t = &self.shared.config.tuning;
         let per_conn = u64::from(t.request_size) * t.requests_in_flight as u64;
@@ -417,6 +418,8 @@ impl Target {
         let handle = match opened {
             Ok(Ok(h)) => h.handle,
             Ok(Err(SftpError::Status(s))) if s.status_code == StatusCode::NoSuchFile => {
+                // An answer, and no handle open: the connection serves the next request.
+                self.shared.done(conn, true).await;
                 return Err(Error::SourceChanged {
                     path: self.path.clone(),
                     detail: "it no longer exists".into(),
@@ -427,9 +430,14 @@ impl Target {
                 // FAILURE for a directory, where OpenSSH opens it and fstat tells): ask what the
                 // path is, so that a directory is NotAFile, not a read failure to retry.
                 let stat = tokio::time::timeout(timeout, conn.sftp.stat(&self.path)).await;
-                if let Ok(Ok(attrs)) = stat
-                    && stat_of(&attrs.attrs).is_some_and(|now| !now.is_file)
-                {
+                let not_a_file = matches!(&stat, Ok(Ok(attrs))
+                    if stat_of(&attrs.attrs).is_some_and(|now| !now.is_file));
+                let in_order = matches!(
+                    (&e, &stat),
+                    (SftpError::Status(_), Ok(Ok(_) | Err(SftpError::Status(_))))
+                );
+                self.shared.done(conn, in_order).await;
+                if not_a_file {
                     return Err(Error::NotAFile {
                         path: self.path.clone(),
                     });
