@@ -36,9 +36,8 @@ pub use config::{HostKeyPolicy, OPENSSH_MAX_READ, SftpConfig, SftpTuning, SshAut
 pub use known_hosts::{KnownHosts, Verdict};
 
 pub(crate) use connect::caused_by_final_answer;
-use connect::{Shared, stat_of};
+use connect::{Shared, answered_in_time, stat_of};
 use read::RangeReader;
-use russh_sftp::client::error::Error as SftpError;
 
 /// Reads files of one SFTP server. Cheap to share: clone it or put it behind a reference.
 #[derive(Clone)]
@@ -91,9 +90,6 @@ enum StatFailure {
 impl Source for SftpSource {
     async fn stat(&self, path: &str) -> Result<SourceStat> {
         let timeout = self.shared.config.tuning.request_timeout;
-        let answered = |r: &std::result::Result<std::result::Result<_, SftpError>, _>| {
-            matches!(r, Ok(Ok(_)) | Ok(Err(SftpError::Status(_))))
-        };
         let (conn, result) = self
             .shared
             .first(
@@ -103,10 +99,10 @@ impl Source for SftpSource {
                         (conn, got)
                     })
                 },
-                answered,
+                answered_in_time,
             )
             .await?;
-        self.shared.done(conn, answered(&result)).await;
+        self.shared.done(conn, answered_in_time(&result)).await;
         let fail = |source: StatFailure| Error::SftpStat {
             path: path.to_owned(),
             source: Box::new(source),

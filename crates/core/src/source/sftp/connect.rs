@@ -564,6 +564,14 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
     })
 }
 
+/// Whether a request run with a timeout got the server's answer (a status included): the
+/// connection is alive.
+pub(super) fn answered_in_time<T>(
+    got: &std::result::Result<std::result::Result<T, SftpError>, tokio::time::error::Elapsed>,
+) -> bool {
+    matches!(got, Ok(Ok(_)) | Ok(Err(SftpError::Status(_))))
+}
+
 /// Whether an SFTP error is the server saying the file ended.
 pub(super) fn is_eof(e: &SftpError) -> bool {
     matches!(e, SftpError::Status(s) if s.status_code == StatusCode::Eof)

@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use std::time::Duration;
 
 use russh_sftp::client::error::Error as SftpError;
@@ -34,6 +36,20 @@ fn answered<T>(result: &std::result::Result<T, ListFailure>) -> bool {
     )
 }
 
+/// Runs `work`, a listing or a probe, on a connection of the source's (`Shared::first`), and
+/// keeps the connection for the next request if `work` left it in order.
+async fn on_connection<'a, T>(
+    shared: &Arc<Shared>,
+    work: impl Fn(Connection) -> BoxFuture<'a, (Connection, (Answer<T>, bool))>,
+) -> Result<Answer<T>> {
+    let (conn, (result, in_order)) = shared.first(work, |(got, _)| answered(got)).await?;
+    shared.done(conn, in_order && answered(&result)).await;
+    Ok(result)
+}
+
+/// What a listing or a probe got.
+type Answer<T> = std::result::Result<T, ListFailure>;
+
 /// Runs one SFTP request with the request timeout; `what` names it in the error.
 async fn request<T>(
     timeout: Duration,
@@ -49,20 +65,14 @@ async fn request<T>(
 /// Lists `dir` on one connection of its own.
 pub(super) async fn list(shared: &Arc<Shared>, dir: &str) -> Result<Vec<DirEntry>> {
     let timeout = shared.config.tuning.request_timeout;
-    let (conn, result) = shared
-        .first(
-            |conn| {
-                Box::pin(async move {
-                    let mut in_order = true;
-                    let got = list_on(&conn, timeout, dir, &mut in_order).await;
-                    (conn, (got, in_order))
-                })
-            },
-            |(got, _)| answered(got),
-        )
-        .await?;
-    let (result, in_order) = result;
-    shared.done(conn, in_order && answered(&result)).await;
+    let result = on_connection(shared, |conn| {
+        Box::pin(async move {
+            let mut in_order = true;
+            let got = list_on(&conn, timeout, dir, &mut in_order).await;
+            (conn, (got, in_order))
+        })
+    })
+    .await?;
     let entries = result.map_err(|e| Error::SftpList {
         path: dir.to_owned(),
         source: Box::new(e),
@@ -152,20 +162,14 @@ fn kind_of(attrs: &FileAttributes) -> EntryKind {
 /// Opens `path` for reading and stats the open file, on one connection of its own.
 pub(super) async fn probe(shared: &Arc<Shared>, path: &str) -> Result<SourceStat> {
     let timeout = shared.config.tuning.request_timeout;
-    let (conn, result) = shared
-        .first(
-            |conn| {
-                Box::pin(async move {
-                    let mut in_order = true;
-                    let got = probe_on(&conn, timeout, path, &mut in_order).await;
-                    (conn, (got, in_order))
-                })
-            },
-            |(got, _)| answered(got),
-        )
-        .await?;
-    let (result, in_order) = result;
-    shared.done(conn, in_order && answered(&result)).await;
+    let result = on_connection(shared, |conn| {
+        Box::pin(async move {
+            let mut in_order = true;
+            let got = probe_on(&conn, timeout, path, &mut in_order).await;
+            (conn, (got, in_order))
+        })
+    })
+    .await?;
     result.map_err(|e| Error::SftpStat {
         path: path.to_owned(),
         source: Box::new(e),

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::source::SourceStat;
 use crate::types::ByteRange;
 
-use super::connect::{Connection, Shared, is_eof, is_unsupported, stat_of};
+use super::connect::{Connection, Shared, answered_in_time, is_eof, is_unsupported, stat_of};
 
 /// A file opened on one connection.
 #[derive(Debug)]
@@ -397,9 +397,6 @@ impl Target {
     async fn open_one(&self) -> Result<OpenFile> {
         let timeout = self.shared.config.tuning.request_timeout;
         let path = self.path.as_str();
-        let answered = |r: &std::result::Result<std::result::Result<_, SftpError>, _>| {
-            matches!(r, Ok(Ok(_)) | Ok(Err(SftpError::Status(_))))
-        };
         let (conn, opened) = self
             .shared
             .first(
@@ -412,7 +409,7 @@ impl Target {
                         (conn, got)
                     })
                 },
-                answered,
+                answered_in_time,
             )
             .await?;
         let handle = match opened {
