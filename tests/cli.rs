@@ -171,6 +171,35 @@ async fn multi_task_job_on_logs() {
     assert_eq!(r["tasks"], 3);
 }
 
+/// A local job's tasks read on the connections the master and the earlier tasks are done
+/// with: four tasks, two at a time, log in at most twice (the master's stat connection serves
+/// the first task, the first two tasks' serve the last two; once if each task is done before
+/// the next starts), where a connection each would make five.
+#[tokio::test]
+async fn a_local_job_reuses_its_ssh_connections() {
+    let env = env().await;
+    let sha = env.write("source.bin", DataKind::Random, 24 * MIB, 9);
+    let args = [
+        "--tasks",
+        "4",
+        "--concurrency",
+        "2",
+        "--block-size",
+        "1MiB",
+        "--part-size",
+        "5MiB",
+    ];
+    let r = report(&env.run("source.bin", "reuse.gz", &args));
+    assert_eq!(r["tasks"], 4);
+    env.assert_object_decodes("reuse.gz", &sha).await;
+    let log = env.sshd.log();
+    let logins = log.matches("Accepted publickey").count();
+    assert!(
+        (1..=2).contains(&logins),
+        "{logins} logins in sshd's log:\n{log}"
+    );
+}
+
 #[tokio::test]
 async fn multi_task_job_on_random_data() {
     let r = ship_and_check(DataKind::Random, 24 * MIB + 1, &["--tasks", "3"]).await;
