@@ -132,9 +132,13 @@ impl Shared {
 
     /// Closes every idle connection, politely, and waits for that.
     pub async fn close_idle(&self) {
-        let idle = self.idle.take_all();
-        futures::future::join_all(idle.iter().map(Connection::close)).await;
+        close_all(self.idle.take_all()).await;
     }
+}
+
+/// Closes `conns` politely, together.
+async fn close_all(conns: Vec<Connection>) {
+    futures::future::join_all(conns.iter().map(Connection::close)).await;
 }
 
 /// Closes the idle connections of `shared` as they expire, until none is left (the next
@@ -148,7 +152,7 @@ async fn reap(shared: Weak<Shared>) {
             return;
         };
         let (expired, next) = shared.idle.expire();
-        futures::future::join_all(expired.iter().map(Connection::close)).await;
+        close_all(expired).await;
         match next {
             Some(next) => wait = next,
             None => return,
@@ -160,9 +164,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let idle = self.idle.take_all();
         if let (false, Ok(rt)) = (idle.is_empty(), tokio::runtime::Handle::try_current()) {
-            rt.spawn(async move {
-                futures::future::join_all(idle.iter().map(Connection::close)).await;
-            });
+            rt.spawn(close_all(idle));
         }
     }
 }
@@ -207,8 +209,8 @@ impl Idle {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection that waited least, if it is still open and within [`IDLE_FOR`]; the
-    /// others that are not are dropped.
+    /// The connection that waited least, if it is still open and within [`IDLE_FOR`]; newer
+    /// ones that are not are dropped on the way (older ones are the reaper's).
     fn take(&self) -> Option<Connection> {
         let mut idle = self.lock();
         while let Some((since, conn)) = idle.conns.pop() {

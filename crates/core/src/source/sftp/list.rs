@@ -3,10 +3,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
-
-use futures::future::BoxFuture;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags};
 use tracing::debug;

@@ -429,10 +429,7 @@ impl Target {
                 let stat = tokio::time::timeout(timeout, conn.sftp.stat(&self.path)).await;
                 let not_a_file = matches!(&stat, Ok(Ok(attrs))
                     if stat_of(&attrs.attrs).is_some_and(|now| !now.is_file));
-                let in_order = matches!(
-                    (&e, &stat),
-                    (SftpError::Status(_), Ok(Ok(_) | Err(SftpError::Status(_))))
-                );
+                let in_order = matches!(e, SftpError::Status(_)) && answered_in_time(&stat);
                 self.shared.done(conn, in_order).await;
                 if not_a_file {
                     return Err(Error::NotAFile {
