@@ -31,6 +31,7 @@ mod known_hosts;
 mod list;
 mod read;
 mod session;
+mod socket;
 
 pub use config::{HostKeyPolicy, OPENSSH_MAX_READ, SftpConfig, SftpTuning, SshAuth, SshCipher};
 pub use known_hosts::{KnownHosts, Verdict};

@@ -22,6 +22,7 @@ use crate::error::{BoxError, Error, Result};
 use super::config::{HostKeyPolicy, SftpConfig, SshAuth};
 use super::known_hosts::Verdict;
 use super::session::Session;
+use super::socket::{ReadBatching, SshSocket};
 
 /// What a source's connections share: the config, the private key decoded once (what
 /// [`connect`] needs) and the connections kept idle for the next request ([`Idle`]).
@@ -273,6 +274,8 @@ pub(super) struct Connection {
     pub sftp: Session,
     /// Largest READ to send: the tuning's request size capped by the server's limit.
     pub read_size: u32,
+    /// How many bytes the socket gathers before waking the session (see `socket`).
+    pub batching: ReadBatching,
     // Kept so the connection lives as long as the SFTP session.
     ssh: client::Handle<Client>,
 }
@@ -490,6 +493,8 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
         addr: shared.addr.clone(),
         policy: cfg.host_key.clone(),
     };
+    let batching = ReadBatching::default();
+    let socket = SshSocket::new(socket, batching.clone());
     let mut ssh = client::connect_stream(shared.ssh_config.clone(), socket, client)
         .await
         .map_err(|e| match e {
@@ -562,6 +567,7 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
     Ok(Connection {
         sftp,
         read_size,
+        batching,
         ssh,
     })
 }

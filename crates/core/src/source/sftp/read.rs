@@ -40,6 +40,7 @@ impl OpenFile {
     /// keep unclosed handles until the connection ends, and some log each one (ProFTPD:
     /// "aborting 1 unclosed file handle").
     async fn close(self, shared: &Arc<Shared>, timeout: Duration, reuse: bool) {
+        self.conn.batching.set(0);
         let closed =
             match tokio::time::timeout(timeout, self.conn.sftp.close(self.handle.as_str())).await {
                 Ok(Ok(_)) => true,
@@ -54,6 +55,22 @@ impl OpenFile {
             };
         shared.done(self.conn, reuse && closed).await;
     }
+}
+
+/// The most bytes a reading connection's socket gathers before waking the SSH session (see
+/// `socket`). Measured on one core, 1 GiB from OpenSSH on 127.0.0.1: 64 KiB saved nothing,
+/// 256 KiB (about one 255 KiB READ answer) halved the context switches and cut 4-5% of the
+/// job's CPU.
+const READ_BATCH: u32 = 256 * 1024;
+
+/// The low-water mark for a connection that keeps `in_flight` READs of `read_size` bytes
+/// outstanding: a quarter of those bytes, so that answers still on their way normally reach it,
+/// at most [`READ_BATCH`]; none (0) below one OpenSSH packet of 32 KiB, where it would save
+/// nothing.
+fn read_batch(read_size: u32, in_flight: usize) -> u32 {
+    let quarter = u64::from(read_size).saturating_mul(in_flight as u64) / 4;
+    let mark = quarter.min(u64::from(READ_BATCH)) as u32;
+    if mark < 32 * 1024 { 0 } else { mark }
 }
 
 /// Why a READ (or the closing check of the file) failed in a way a new connection may cure,
@@ -262,7 +279,11 @@ impl RangeReader {
                     self.delivered += got as u64;
                     self.reconnects = 0;
                     if self.delivered == self.target.range.end() {
-                        // Hold the last bytes back until the file is known not to have changed.
+                        // Hold the last bytes back until the file is known not to have changed
+                        // (its small answer read at once, not after a tick).
+                        for file in &self.files {
+                            file.conn.batching.set(0);
+                        }
                         self.verify_end().await?;
                     }
                     return Ok(Some(data));
@@ -383,6 +404,11 @@ impl Target {
                 .map(|f| f.close(&self.shared, timeout, false));
             futures::future::join_all(closes).await;
             return Err(e);
+        }
+        for file in &files {
+            file.conn
+                .batching
+                .set(read_batch(file.conn.read_size, t.requests_in_flight));
         }
         debug!(
             addr = %self.shared.addr,
@@ -579,6 +605,15 @@ mod tests {
             mtime: Some(mtime),
             is_file: true,
         }
+    }
+
+    #[test]
+    fn read_batch_is_a_quarter_of_the_bytes_in_flight_within_bounds() {
+        assert_eq!(read_batch(261_120, 16), READ_BATCH);
+        assert_eq!(read_batch(261_120, 2), 130_560);
+        assert_eq!(read_batch(32 * 1024, 4), 32 * 1024);
+        assert_eq!(read_batch(32 * 1024, 3), 0);
+        assert_eq!(read_batch(u32::MAX, usize::MAX), READ_BATCH);
     }
 
     #[test]
