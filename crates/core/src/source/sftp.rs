@@ -14,7 +14,8 @@
 //! Module map: `config` (the types above), `known_hosts` (OpenSSH known_hosts matching),
 //! `connect` (handshake, host key, login, retries, idle connections), `session` (the SFTP
 //! requests and answers on one channel, READ data handed on without a copy), `read` (the
-//! pipelined range reader), `list` (directory listings and probes, for scans).
+//! pipelined range reader), `socket` (the TCP stream, which wakes the SSH session once per
+//! 256 KiB while a range streams), `list` (directory listings and probes, for scans).
 
 use std::fmt;
 use std::sync::Arc;

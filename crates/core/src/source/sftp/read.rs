@@ -59,7 +59,7 @@ impl OpenFile {
 
 /// The most bytes a reading connection's socket gathers before waking the SSH session (see
 /// `socket`). Measured on one core, 1 GiB from OpenSSH on 127.0.0.1: 64 KiB saved nothing,
-/// 256 KiB (about one 255 KiB READ answer) halved the context switches and cut 4-5% of the
+/// 256 KiB (about one 255 KiB READ answer) halved the context switches and cut 3-5% of the
 /// job's CPU.
 const READ_BATCH: u32 = 256 * 1024;
 

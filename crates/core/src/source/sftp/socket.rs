@@ -7,13 +7,14 @@
 //! `SO_RCVLOWAT`): the kernel then signals the socket only once that many bytes are queued,
 //! and the session decrypts them all in one go. The mark delays bytes, never withholds them:
 //! while it is raised, bytes below it that stop coming (the last answers of a range, a small
-//! message from the server) are read after at most a [`TICK`].
+//! message from the server) are read after a tick: [`TICK`], doubling while ticks find nothing
+//! (a reader held back by compression or uploads asks for nothing) up to [`LONGEST_TICK`].
 //!
 //! Measured on 2 cores of an AMD EPYC (KVM guest), 1 GiB of logs from OpenSSH on 127.0.0.1,
-//! `gzship run --tasks 1` pinned to one core, with and without a 256 KiB mark alternately:
-//! context switches per job 27 k -> 13.6 k, CPU over compression alone 1.095-1.114x ->
-//! 1.045-1.068x, throughput 0.879-0.892x -> 0.914-0.936x of compression alone's; on two cores
-//! within the noise (bench/results/2026-12-01-issue15-read-batching.md).
+//! `gzship run --tasks 1` pinned to one core, with and without a 256 KiB mark alternately,
+//! three runs: context switches per job 25-32 k -> 13.1-13.4 k, CPU over compression alone's
+//! 1.095-1.114x -> 1.045-1.071x, throughput 0.879-0.892x -> 0.912-0.936x of compression
+//! alone's; on two cores within the noise (bench/results/2026-12-01-issue15-read-batching.md).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -43,9 +44,13 @@ sockopt_impl!(
     i32
 );
 
-/// The longest bytes below a raised mark wait before they are read anyway (tokio's timers
-/// count whole milliseconds).
+/// How long bytes below a raised mark wait before they are read anyway (tokio's timers count
+/// whole milliseconds).
 pub(super) const TICK: Duration = Duration::from_millis(1);
+
+/// The longest tick, reached after ticks that found nothing: at most 8 ms of delay for bytes
+/// that arrive after a pause, a wakeup per 8 ms while the connection has nothing to read.
+pub(super) const LONGEST_TICK: Duration = Duration::from_millis(8);
 
 /// The low-water mark a connection's reader asks of its socket; the socket applies it at its
 /// next read (within a [`TICK`] while a mark is raised).
@@ -72,6 +77,8 @@ pub(super) struct SshSocket {
     applied: u32,
     /// While a mark is raised: when to read whatever is queued below it.
     tick: Option<Pin<Box<Sleep>>>,
+    /// The next tick's length: [`TICK`], doubled by each tick that found nothing.
+    tick_len: Duration,
 }
 
 impl SshSocket {
@@ -81,6 +88,7 @@ impl SshSocket {
             batching,
             applied: 0,
             tick: None,
+            tick_len: TICK,
         }
     }
 
@@ -97,8 +105,14 @@ impl SshSocket {
         }
         self.applied = wanted;
         if wanted == 0 {
-            self.tick = None;
+            self.untick();
         }
+    }
+
+    /// Bytes came (or the mark is down): the next pause starts at the shortest tick.
+    fn untick(&mut self) {
+        self.tick = None;
+        self.tick_len = TICK;
     }
 }
 
@@ -121,7 +135,7 @@ impl AsyncRead for SshSocket {
                 ) {
                     Ok(n) => {
                         buf.advance(n);
-                        this.tick = None;
+                        this.untick();
                         return Poll::Ready(Ok(()));
                     }
                     Err(Errno::EAGAIN) => {}
@@ -130,17 +144,20 @@ impl AsyncRead for SshSocket {
                 }
             }
             if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
-                this.tick = None;
+                this.untick();
                 return Poll::Ready(read);
             }
             if this.applied == 0 {
                 return Poll::Pending;
             }
+            let len = this.tick_len;
             let tick = this
                 .tick
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(TICK)));
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(len)));
             ready!(tick.as_mut().poll(cx));
             this.tick = None;
+            // Found nothing unless the read above now succeeds, which resets it.
+            this.tick_len = (len * 2).min(LONGEST_TICK);
             this.apply();
         }
     }
