@@ -14,7 +14,9 @@
 //! `gzship run --tasks 1` pinned to one core, with and without a 256 KiB mark alternately,
 //! three runs: context switches per job 25-32 k -> 13.1-13.4 k, CPU over compression alone's
 //! 1.095-1.114x -> 1.045-1.071x, throughput 0.879-0.892x -> 0.912-0.936x of compression
-//! alone's; on two cores within the noise (bench/results/2026-12-01-issue15-read-batching.md).
+//! alone's; ticks that double while they find nothing then took the switches to 10.1-10.4 k
+//! (a reader held back by compression had been woken every millisecond). On two cores within
+//! the noise (bench/results/2026-12-01-issue15-read-batching.md).
 
 use std::io;
 use std::os::fd::AsRawFd;
