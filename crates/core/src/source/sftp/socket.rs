@@ -48,14 +48,15 @@ sockopt_impl!(
 
 /// How long bytes below a raised mark wait before they are read anyway (tokio's timers count
 /// whole milliseconds).
-pub(super) const TICK: Duration = Duration::from_millis(1);
+const TICK: Duration = Duration::from_millis(1);
 
 /// The longest tick, reached after ticks that found nothing: at most 8 ms of delay for bytes
 /// that arrive after a pause, a wakeup per 8 ms while the connection has nothing to read.
-pub(super) const LONGEST_TICK: Duration = Duration::from_millis(8);
+const LONGEST_TICK: Duration = Duration::from_millis(8);
 
 /// The low-water mark a connection's reader asks of its socket; the socket applies it at its
-/// next read (within a [`TICK`] while a mark is raised).
+/// next read (while a mark is raised, at the latest when the current tick ends: at most
+/// [`LONGEST_TICK`]).
 #[derive(Debug, Clone, Default)]
 pub(super) struct ReadBatching(Arc<AtomicU32>);
 
