@@ -90,6 +90,8 @@ pub async fn run(
         if !matches!(end, End::Done) {
             break end;
         }
+        // The jobs' idle buffers would wait out the pause for the next scan's jobs.
+        gzship_core::assemble::release_spare();
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => break End::StoppedBetweenFiles,
