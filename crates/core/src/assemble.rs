@@ -83,10 +83,10 @@ impl<K: PartSink + ?Sized> PartSink for Box<K> {
 
 /// Buffers of one size that come back for reuse: [`freeze`](Self::freeze) turns a buffer
 /// into [`Bytes`] that return it to the pool when their last clone is dropped (an uploaded
-/// part, a compressed block), and [`take`](Self::take) hands out a returned one before it allocates. A
-/// freshly allocated buffer costs the kernel a page fault and a zeroed page per 4 KiB the
-/// first time it is written, since the allocator gives freed memory back to the system: 5-7% of
-/// a job's CPU when every 4 MiB block and every part was new.
+/// part, a compressed block), and [`take`](Self::take) hands out a returned one before it
+/// allocates. A freshly allocated buffer costs the kernel a page fault and a zeroed page per
+/// 4 KiB the first time it is written, since the allocator gives freed memory back to the
+/// system: 5-7% of a job's CPU when every 4 MiB block and every part was new.
 ///
 /// Memory: the pool keeps at most `keep` idle buffers, and only buffers that were in use
 /// before, so the buffers in use plus those kept never outnumber the most that were in use at
@@ -168,7 +168,7 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
+        let mut buf = std::mem::take(&mut self.buf);
         let Some(pool) = self.pool.upgrade() else {
             give_spare(self.capacity, buf);
             return;
@@ -176,7 +176,6 @@ impl Drop for Pooled {
         if buf.capacity() < self.capacity {
             return;
         }
-        let mut buf = buf;
         buf.clear();
         if let Ok(mut idle) = pool.idle.lock()
             && idle.len() < pool.keep
@@ -189,8 +188,9 @@ impl Drop for Pooled {
 /// The process's idle buffers that outlived their pools, by pool buffer size, for the next
 /// pools of that size (the CLI runs a job's tasks one after another in one process; a warm
 /// Lambda worker runs one task per invocation). Before, every task touched its own blocks and
-/// parts afresh: with 4 tasks over 1 GiB of logs, two at a time, 55-70 k page faults per job
-/// against 27-30 k for one task, three quarters of them in part and block buffers.
+/// parts afresh: with 4 tasks over 1 GiB of logs, two at a time, 58-66 k page faults per job
+/// against 30-32 k for one task, three quarters of them in part, block and overflow buffers;
+/// with the spare 44-50 k (bench/results/2026-12-07-issue15-spare-buffers.md).
 ///
 /// Bounded: at most [`SPARE_BYTES`] in all, and a buffer no pool took within [`SPARE_FOR`] is
 /// freed at the spare's next use; [`release_spare`] frees them all (a CLI that waits between
