@@ -498,3 +498,28 @@ async fn a_server_without_mtimes_ships_with_a_warning() {
     env.assert_object_decodes("no-mtime.gz", &want).await;
     env.assert_no_open_uploads().await;
 }
+
+/// A server that allows the login but not SFTP (no `Subsystem sftp` in its sshd_config)
+/// refuses the subsystem request: gzship says so, once, instead of waiting out its connect
+/// timeout at each of its handshake attempts and reporting a time-out.
+#[test]
+fn a_server_without_sftp_is_named_as_such() {
+    let sshd = Sshd::start_without_sftp();
+    let out = Command::new(bins::gzship())
+        .args(["plan", &sshd.url("any.log"), "--identity"])
+        .arg(&sshd.client_key().private_key_path)
+        .args(["--host-key", sshd.host_key_fingerprint()])
+        .env("GZSHIP_LOG", "info")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("refused to start the sftp subsystem") && err.contains("Subsystem sftp"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("timed out") && !err.contains("retrying"),
+        "{err}"
+    );
+}

@@ -93,6 +93,16 @@ impl Sshd {
     /// Panics with the reason (and sshd's log) when it cannot; panics with the install
     /// instruction when `/usr/sbin/sshd` is missing.
     pub fn start() -> Sshd {
+        Sshd::start_with(true)
+    }
+
+    /// A server like [`Sshd::start`]'s whose configuration names no sftp subsystem, as on hosts
+    /// that allow shell logins but not SFTP: it refuses the subsystem request.
+    pub fn start_without_sftp() -> Sshd {
+        Sshd::start_with(false)
+    }
+
+    fn start_with(sftp: bool) -> Sshd {
         if !Path::new(SSHD).exists() || !Path::new(SFTP_SERVER).exists() {
             panic!("{SSHD} or {SFTP_SERVER} is missing: {INSTALL_HINT}");
         }
@@ -125,7 +135,7 @@ impl Sshd {
         // A port found free can be taken by another test before sshd binds it: try again.
         for _ in 0..5 {
             let port = crate::net::free_port();
-            write_config(dir.path(), port, &host_key);
+            write_config(dir.path(), port, &host_key, sftp);
             let log_path = dir.path().join("sshd.log");
             let log = fs::File::create(&log_path).expect("create sshd.log");
             let mut child = Command::new(SSHD)
@@ -310,8 +320,8 @@ impl Drop for Sshd {
     }
 }
 
-fn write_config(dir: &Path, port: u16, host_key: &Path) {
-    let config = format!(
+fn write_config(dir: &Path, port: u16, host_key: &Path, sftp: bool) {
+    let mut config = format!(
         "# gzship test sshd: see crates/testkit/src/sshd.rs\n\
          ListenAddress 127.0.0.1\n\
          Port {port}\n\
@@ -329,11 +339,13 @@ fn write_config(dir: &Path, port: u16, host_key: &Path) {
          X11Forwarding no\n\
          PrintMotd no\n\
          UseDNS no\n\
-         LogLevel VERBOSE\n\
-         Subsystem sftp {SFTP_SERVER}\n",
+         LogLevel VERBOSE\n",
         host_key = host_key.display(),
         dir = dir.display(),
     );
+    if sftp {
+        config.push_str(&format!("Subsystem sftp {SFTP_SERVER}\n"));
+    }
     fs::write(dir.join("sshd_config"), config).expect("write sshd_config");
 }
 

@@ -535,7 +535,7 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
         })));
     }
 
-    let channel = ssh
+    let mut channel = ssh
         .channel_open_session()
         .await
         .map_err(AttemptError::Handshake)?;
@@ -543,6 +543,32 @@ async fn connect_once(shared: &Shared) -> std::result::Result<Connection, Attemp
         .request_subsystem(true, "sftp")
         .await
         .map_err(AttemptError::Handshake)?;
+    // The server's answer. OpenSSH refuses a subsystem its sshd_config does not name and keeps
+    // the channel open: without the answer, INIT would wait out the connect timeout, and every
+    // attempt after it would too.
+    loop {
+        match channel.wait().await {
+            Some(russh::ChannelMsg::Success) => break,
+            Some(russh::ChannelMsg::Failure) => {
+                return Err(AttemptError::Final(Box::new(Error::SshConnect {
+                    addr: shared.addr.clone(),
+                    source: format!(
+                        "logged in as {:?}, but the server refused to start the sftp subsystem: \
+                         SFTP is not enabled for this login (OpenSSH: a `Subsystem sftp` line in \
+                         sshd_config; no ForceCommand in the way)",
+                        cfg.user
+                    )
+                    .into(),
+                })));
+            }
+            Some(russh::ChannelMsg::Eof | russh::ChannelMsg::Close) | None => {
+                return Err(AttemptError::Subsystem(
+                    "the server closed the channel instead of answering the request".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     let t = &cfg.tuning;
     // Room for a READ answer of request_size plus its header.
     let max_packet_len = (t.request_size + 1024).max(256 * 1024);
