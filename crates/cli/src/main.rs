@@ -161,7 +161,7 @@ fn main() -> ExitCode {
     });
     init_tracing(&log);
     gzship_core::worker::disable_huge_pages();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match gzship_core::worker::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: start the async runtime: {e}");

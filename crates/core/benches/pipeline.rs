@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gzship_core::gzip::{BlockCompressor, Level};
+use gzship_core::worker::thread_cpu_time;
 use gzship_testkit::data::{self, DataKind};
 use gzship_testkit::sshd::Sshd;
 use serde_json::{Value, json};
@@ -107,41 +108,94 @@ fn parse_args() -> Args {
     a
 }
 
-/// `--compress-only FILE LEVEL BLOCK_MIB THREADS`: compresses FILE in blocks with gzship's
-/// `BlockCompressor` on THREADS threads (each reads its next block with `pread`, as a worker
-/// gets blocks from its reader), and prints `{"out": compressed bytes}`. Nothing is written.
+/// `--compress-only FILE LEVEL BLOCK_MIB THREADS [AHEAD]`: compresses FILE in blocks with
+/// gzship's `BlockCompressor` on THREADS threads and prints `{"out": compressed bytes,
+/// "compress_cpu": CPU-s inside the compressor calls}`. Nothing is written. Without AHEAD each
+/// thread reads its next block itself with `pread` just before compressing it; with AHEAD, one
+/// reader thread fills blocks from a pool and hands them over up to AHEAD blocks ahead, as a
+/// worker's reader does (the compressors then read input another core wrote earlier).
 fn compress_only(args: &[String]) {
     let file = std::fs::File::open(&args[0]).unwrap();
     let level = Level::new(args[1].parse().unwrap()).unwrap();
     let block = args[2].parse::<u64>().unwrap() * MIB;
     let threads: usize = args[3].parse().unwrap();
+    let ahead: Option<usize> = args.get(4).map(|a| a.parse().unwrap());
     let size = file.metadata().unwrap().len();
     let file = Arc::new(file);
     let next = Arc::new(AtomicU64::new(0));
     let out = Arc::new(AtomicU64::new(0));
+    let cpu_ns = Arc::new(AtomicU64::new(0));
+    // With AHEAD: blocks filled by one reader, handed over through a bounded queue, and back.
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(ahead.unwrap_or(1));
+    let full_rx = Arc::new(std::sync::Mutex::new(full_rx));
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = ahead.map(|ahead| {
+        let (file, empty_tx) = (file.clone(), empty_tx.clone());
+        for _ in 0..ahead + threads + 1 {
+            empty_tx.send(vec![0u8; block as usize]).unwrap();
+        }
+        std::thread::spawn(move || {
+            let mut offset = 0;
+            while offset < size {
+                let mut buf = empty_rx.recv().unwrap();
+                let len = block.min(size - offset) as usize;
+                buf.resize(len, 0);
+                file.read_exact_at(&mut buf, offset).unwrap();
+                full_tx.send((offset, buf)).unwrap();
+                offset += len as u64;
+            }
+        })
+    });
     let handles: Vec<_> = (0..threads)
         .map(|_| {
-            let (file, next, out) = (file.clone(), next.clone(), out.clone());
+            let (file, next, out, cpu_ns) =
+                (file.clone(), next.clone(), out.clone(), cpu_ns.clone());
+            let (full_rx, empty_tx) = (full_rx.clone(), empty_tx.clone());
             std::thread::spawn(move || {
                 let mut c = BlockCompressor::new(level);
-                let mut buf = vec![0u8; block as usize];
+                let mut own = vec![0u8; block as usize];
                 loop {
-                    let offset = next.fetch_add(block, Ordering::Relaxed);
-                    if offset >= size {
-                        break;
-                    }
-                    let len = block.min(size - offset) as usize;
-                    file.read_exact_at(&mut buf[..len], offset).unwrap();
-                    let member = c.compress(&buf[..len], offset).unwrap();
+                    let (offset, buf) = if ahead.is_some() {
+                        let Ok(got) = full_rx.lock().unwrap().recv() else {
+                            break;
+                        };
+                        got
+                    } else {
+                        let offset = next.fetch_add(block, Ordering::Relaxed);
+                        if offset >= size {
+                            break;
+                        }
+                        let len = block.min(size - offset) as usize;
+                        own.resize(len, 0);
+                        file.read_exact_at(&mut own, offset).unwrap();
+                        (offset, std::mem::take(&mut own))
+                    };
+                    let t0 = thread_cpu_time();
+                    let member = c.compress(&buf, offset).unwrap();
+                    let cpu = thread_cpu_time().saturating_sub(t0);
+                    cpu_ns.fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
                     out.fetch_add(member.bytes.len() as u64, Ordering::Relaxed);
+                    if ahead.is_some() {
+                        let _ = empty_tx.send(buf);
+                    } else {
+                        own = buf;
+                    }
                 }
             })
         })
         .collect();
+    drop(empty_tx);
     for h in handles {
         h.join().unwrap();
     }
-    println!("{}", json!({ "out": out.load(Ordering::Relaxed) }));
+    if let Some(r) = reader {
+        r.join().unwrap();
+    }
+    let compress_cpu = cpu_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    println!(
+        "{}",
+        json!({ "out": out.load(Ordering::Relaxed), "compress_cpu": compress_cpu })
+    );
 }
 
 /// One measured run of a row.

@@ -16,8 +16,14 @@ use serde_json::Value;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Fewer I/O threads than cores: compression has the cores (`worker::runtime`).
+    gzship_core::worker::runtime()
+        .context("start the async runtime")?
+        .block_on(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     init_tracing();
     gzship_core::worker::disable_huge_pages();
     let env = WorkerEnv::from_lookup(&env_var).context("read the worker's configuration")?;
