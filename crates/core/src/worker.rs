@@ -61,14 +61,15 @@ fn cores() -> usize {
 /// The async runtime of a process that runs tasks (the CLI, a Lambda worker): its worker
 /// threads do the I/O (SSH decryption, READ handling, part assembly's hand-offs, uploads),
 /// while compression runs on the blocking pool, one block per core at a time. One I/O thread
-/// per four cores, at least one: tokio's default of one per core put two I/O threads beside
+/// per two cores, at least one: tokio's default of one per core put two I/O threads beside
 /// the two compressing ones on 2 cores, and woke both, each preempting a compressor. Measured
 /// on 2 cores of an AMD EPYC, 1 GiB of logs, alternating builds, medians of 5: 1 task 218 ->
 /// 223 MB/s, 4 tasks 224 -> 228 (2.02x the `ssh cat | pigz -p2` pipeline), sshd's CPU per GiB
 /// 1.22 -> 1.09 and 1.07 -> 1.01, gzship's own unchanged
-/// (bench/results/2026-12-08-issue15-io-threads.md). The I/O side is about an eighth of a
-/// compressing core's work, so one thread keeps up with about four. `TOKIO_WORKER_THREADS`,
-/// when set, decides instead.
+/// (bench/results/2026-12-08-issue15-io-threads.md). The I/O side costs about an eighth of
+/// what compressing costs at level 6, and about 30% at level 1 (2.3 times cheaper to
+/// compress), so one thread per two cores keeps up at any level, with room for uploads (only
+/// 2 cores measured). `TOKIO_WORKER_THREADS`, when set, decides instead.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
@@ -80,7 +81,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// The runtime's I/O threads on `cores` cores (see [`runtime`]).
 fn io_threads(cores: usize) -> usize {
-    (cores / 4).max(1)
+    (cores / 2).max(1)
 }
 
 /// Worker knobs.
