@@ -265,12 +265,16 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     drop(members);
     // The reader has ended (the channel closed); a panic there would otherwise look like a
     // short source.
+    let mut reader_times = ReaderTimes::default();
     while let Some(ended) = reader.join_next().await {
-        if let Err(e) = ended {
-            return Err(Error::from_join(
-                format!("the source reader of task {}", task.index),
-                e,
-            ));
+        match ended {
+            Ok(times) => reader_times = times,
+            Err(e) => {
+                return Err(Error::from_join(
+                    format!("the source reader of task {}", task.index),
+                    e,
+                ));
+            }
         }
     }
     if bytes_read != task.range.len() {
@@ -290,6 +294,8 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
     }
     let tail = blocking(move || assembler.finish()).await?;
     uploads.start(tail.part).await?;
+    // The wait for the last uploads is every task's, whatever held it back before.
+    let upload_wait = uploads.waited;
     let parts = uploads.finish().await?;
 
     let report = TaskReport {
@@ -306,6 +312,11 @@ pub async fn run<S: Source, M: MultipartStore + Clone + 'static>(
         job = %task.job_id, task = task.index, parts = report.parts.len(),
         bytes_read, compressed_bytes = report.compressed_bytes, seconds = report.seconds,
         compress_cpu_seconds = compress_cpu.as_secs_f64(),
+        // Which stage held the task back: the reader waiting for the source, the reader's
+        // blocks waiting for compression, finished parts waiting for an upload to end.
+        waited_for_source_seconds = reader_times.source.as_secs_f64(),
+        held_by_compression_seconds = reader_times.held.as_secs_f64(),
+        held_by_uploads_seconds = upload_wait.as_secs_f64(),
         "task done"
     );
     Ok(report)
@@ -318,14 +329,33 @@ const READ_AHEAD_BLOCKS: usize = 2;
 async fn read_ahead(
     blocks: impl Stream<Item = Result<(u64, Bytes)>> + Send,
     tx: tokio::sync::mpsc::Sender<Result<(u64, Bytes)>>,
-) {
+) -> ReaderTimes {
     let mut blocks = std::pin::pin!(blocks);
-    while let Some(block) = blocks.next().await {
+    let mut times = ReaderTimes::default();
+    loop {
+        let asked = Instant::now();
+        let Some(block) = blocks.next().await else {
+            return times;
+        };
+        times.source += asked.elapsed();
         let failed = block.is_err();
-        if tx.send(block).await.is_err() || failed {
-            return;
+        let offered = Instant::now();
+        let sent = tx.send(block).await;
+        times.held += offered.elapsed();
+        if sent.is_err() || failed {
+            return times;
         }
     }
+}
+
+/// Where a task's reader spent its time, for the "task done" line: which stage held the task
+/// back.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReaderTimes {
+    /// Waiting for the source's bytes (and cutting them into blocks).
+    source: std::time::Duration,
+    /// Held back by compression: its queue full.
+    held: std::time::Duration,
 }
 
 /// The receiving end of the reader's channel as a stream.
@@ -492,6 +522,8 @@ struct Uploads<'a, M> {
     limit: usize,
     done: Vec<UploadedPart>,
     progress: Option<&'a Progress>,
+    /// Time the task waited for uploads to end before it could start the next one.
+    waited: std::time::Duration,
 }
 
 impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
@@ -503,6 +535,7 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
             limit,
             done: Vec::new(),
             progress,
+            waited: std::time::Duration::ZERO,
         }
     }
 
@@ -510,12 +543,14 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
     /// failure so far.
     async fn start(&mut self, part: Part) -> Result<()> {
         self.collect_finished()?;
+        let asked = Instant::now();
         while self.in_flight.len() >= self.limit {
             match self.in_flight.join_next().await {
                 Some(res) => self.record(res)?,
                 None => break,
             }
         }
+        self.waited += asked.elapsed();
         let store = self.store.clone();
         let dest = self.task.destination.clone();
         let upload_id = self.task.upload_id.clone();
@@ -548,9 +583,11 @@ impl<'a, M: MultipartStore + Clone + 'static> Uploads<'a, M> {
 
     /// Waits for the uploads in flight (surfacing the first failure).
     async fn wait_all(&mut self) -> Result<()> {
+        let asked = Instant::now();
         while let Some(res) = self.in_flight.join_next().await {
             self.record(res)?;
         }
+        self.waited += asked.elapsed();
         Ok(())
     }
 
