@@ -360,6 +360,31 @@ fn demo_runs_and_verifies() {
     assert!(stdout.contains("shipped"), "{stdout}");
 }
 
+/// tokio's own `TOKIO_WORKER_THREADS` overrides gzship's I/O threads; a value that is no
+/// number of threads is an error that names it, not a panic inside tokio.
+#[test]
+fn a_bad_tokio_worker_threads_is_named() {
+    for bad in ["", "many", "0"] {
+        let out = Command::new(bins::gzship())
+            .args(["demo", "--size", "1MiB"])
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{bad:?} was taken: {err}");
+        assert!(
+            err.contains(&format!("TOKIO_WORKER_THREADS is {bad:?}")) && !err.contains("panicked"),
+            "{bad:?}: {err}"
+        );
+    }
+    let out = Command::new(bins::gzship())
+        .args(["demo", "--size", "1MiB"])
+        .env("TOKIO_WORKER_THREADS", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "3 threads: {}", stderr(&out));
+}
+
 /// `gzship plan ... | head -1` is how people skim a plan of thousands of tasks: a closed stdout
 /// must end the program quietly, not with a panic.
 #[test]

@@ -69,14 +69,29 @@ fn cores() -> usize {
 /// (bench/results/2026-12-08-issue15-io-threads.md). The I/O side costs about an eighth of
 /// what compressing costs at level 6, and about 30% at level 1 (2.3 times cheaper to
 /// compress), so one thread per two cores keeps up at any level, with room for uploads (only
-/// 2 cores measured). `TOKIO_WORKER_THREADS`, when set, decides instead.
+/// 2 cores measured). `TOKIO_WORKER_THREADS`, when set, decides instead; a value that is no
+/// number of threads (1 or more) is an error that names it.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(io_threads(cores()));
-    }
-    builder.build()
+    let threads = match std::env::var("TOKIO_WORKER_THREADS") {
+        Err(std::env::VarError::NotPresent) => io_threads(cores()),
+        set => set
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "TOKIO_WORKER_THREADS is {:?}: it must be a number of threads, 1 or more",
+                        std::env::var_os("TOKIO_WORKER_THREADS").unwrap_or_default()
+                    ),
+                )
+            })?,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(threads)
+        .build()
 }
 
 /// The runtime's I/O threads on `cores` cores (see [`runtime`]).
