@@ -72,18 +72,17 @@ fn cores() -> usize {
 /// 2 cores measured). `TOKIO_WORKER_THREADS`, when set, decides instead; a value that is no
 /// number of threads (1 or more) is an error that names it.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = match std::env::var("TOKIO_WORKER_THREADS") {
-        Err(std::env::VarError::NotPresent) => io_threads(cores()),
-        set => set
-            .ok()
+    let threads = match std::env::var_os("TOKIO_WORKER_THREADS") {
+        None => io_threads(cores()),
+        Some(set) => set
+            .to_str()
             .and_then(|v| v.trim().parse::<usize>().ok())
             .filter(|&n| n > 0)
             .ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     format!(
-                        "TOKIO_WORKER_THREADS is {:?}: it must be a number of threads, 1 or more",
-                        std::env::var_os("TOKIO_WORKER_THREADS").unwrap_or_default()
+                        "TOKIO_WORKER_THREADS is {set:?}: it must be a number of threads, 1 or more"
                     ),
                 )
             })?,
